@@ -1,0 +1,170 @@
+"""The base config every method config starts from, and the dataset presets.
+
+A method config is `get_config(arg)`: `common.base()`, then the method's paper
+defaults (CIFAR-10), then the presets named in `arg` (comma-separated, e.g.
+`configs/at.py:digits` or `configs/mail.py:trades,mnist10k`). Values that
+depend on other values are derived in code or linked with FieldReferences, so
+`--config.a.b=v` overrides are followed.
+"""
+import os
+
+import ml_collections as mlc
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST10K = os.path.normpath(
+    os.path.join(REPO_ROOT, "..", "shared", "data", "mnist10k.npz"))
+
+
+def base():
+  c = mlc.ConfigDict()
+  c.seed = 0
+  c.epochs = 100
+  c.batch_size = 128
+  c.distribute = "default"      # default (one device) | mirrored (all local GPUs, else CPU)
+  c.xla = "auto"                # XLA for the PGD loop: auto | on | off
+  c.checkpoints_to_keep = 3
+
+  c.data = mlc.ConfigDict()
+  c.data.name = "cifar10"       # cifar10 | cifar100 | svhn_cropped | mnist | digits | npz
+  c.data.path = ""              # the .npz file for name=npz
+  c.data.data_dir = ""          # tfds data_dir ("" = tfds default)
+  c.data.augment = "default"    # default (per dataset) | crop_flip | crop | none
+  c.data.eval_batch_size = 500
+  c.data.imbalance = mlc.ConfigDict()
+  c.data.imbalance.profile = "none"   # none | exp | step (long-tailed training split)
+  c.data.imbalance.ratio = 1.0        # n_max / n_min
+  c.data.imbalance.seed = 0
+  c.data.imbalance.n_max = 0          # 0 = the largest class of the split
+
+  c.model = mlc.ConfigDict({"name": "resnet18"})
+
+  c.optimizer = mlc.ConfigDict()
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.weight_decay = 5e-4     # coupled (added to gradients, PyTorch style)
+  c.optimizer.lr_boundaries = (75, 90)  # epochs at which the rate is multiplied
+  c.optimizer.lr_decay = 0.1
+
+  c.objective = mlc.ConfigDict({"name": "at", "beta": 6.0})  # at | trades | mart
+
+  c.attack = mlc.ConfigDict()         # the training attack
+  c.attack.epsilon = 8 / 255
+  c.attack.step_size = 2 / 255
+  c.attack.steps = 10
+  c.attack.random_start = "default"   # default (the objective's) | uniform | gaussian | none
+
+  c.reweighting = mlc.ConfigDict({"name": "none"})
+
+  c.eval = mlc.ConfigDict()
+  c.eval.attacks = ("natural", "fgsm", "pgd20", "cw")
+  c.eval.epsilon = c.attack.get_ref("epsilon")
+  c.eval.pgd_steps = 20
+  c.eval.pgd_step_size = 2 / 255
+  c.eval.cw_steps = 20
+  c.eval.cw_step_size = 2 / 255
+  c.eval.cw_confidence = 50.0
+  c.eval.restarts = 1
+  c.eval.tail_fraction = 0.3          # RA-Tail-30: the 30% weakest classes
+  c.eval.max_examples = 0             # 0 = the whole test split
+  return c
+
+
+def _small_cnn(c, **options):
+  c.model = mlc.ConfigDict({"name": "small_cnn", **options})
+
+
+def digits(c):
+  """scikit-learn's bundled 8x8 digits: the offline demo, about a minute on 2 CPUs."""
+  c.data.name = "digits"
+  _small_cnn(c, filters=(32, 32, 64, 64), dense_units=(128, 128), padding="same",
+             dropout=0.0)
+  c.epochs = 15
+  c.batch_size = 64
+  c.optimizer.learning_rate = 0.05
+  c.optimizer.weight_decay = 2e-4
+  c.optimizer.lr_boundaries = (12,)
+  c.attack.epsilon = 0.1
+  c.attack.step_size = 0.02
+  c.eval.pgd_step_size = 0.01
+  c.eval.cw_step_size = 0.01
+
+
+def mnist10k(c):
+  """The small-scale protocol (shared specs/protocol.md): real MNIST subset."""
+  c.data.name = "npz"
+  c.data.path = MNIST10K
+  # protocol.md lists SmallCNN's layers without TRADES' dropout(0.5).
+  _small_cnn(c, dropout=0.0)
+  c.epochs = 10
+  c.batch_size = 128
+  c.optimizer.learning_rate = 0.01
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 2e-4
+  c.optimizer.lr_boundaries = ()
+  c.attack.epsilon = 0.1
+  c.attack.step_size = 0.02
+  c.attack.steps = 10
+  c.attack.random_start = "uniform"
+  c.eval.pgd_step_size = 0.01
+  c.eval.cw_step_size = 0.01
+
+
+def mnist(c):
+  """tfds MNIST with TRADES' MNIST settings (eps 0.3, PGD-40 step 0.01)."""
+  c.data.name = "mnist"
+  _small_cnn(c, dropout=0.5)  # TRADES' SmallCNN as released
+  c.epochs = 100
+  c.optimizer.learning_rate = 0.01
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.lr_boundaries = (55, 75, 90)
+  c.attack.epsilon = 0.3
+  c.attack.step_size = 0.01
+  c.attack.steps = 40
+  c.eval.pgd_step_size = 0.01
+  c.eval.cw_step_size = 0.01
+
+
+def cifar10(c):
+  c.data.name = "cifar10"
+
+
+def cifar100(c):
+  c.data.name = "cifar100"
+
+
+def svhn(c):
+  """SVHN: the usual AT settings (lr 0.01, eps 8/255, step 1/255)."""
+  c.data.name = "svhn_cropped"
+  c.optimizer.learning_rate = 0.01
+  c.attack.step_size = 1 / 255
+
+
+DATASET_PRESETS = {"cifar10": cifar10, "cifar100": cifar100, "svhn": svhn,
+                   "mnist": mnist, "mnist10k": mnist10k, "digits": digits}
+
+
+def parse_arg(arg):
+  return [t.strip() for t in (arg or "").split(",") if t.strip()]
+
+
+def apply_presets(c, arg, method_presets=None):
+  """Applies dataset presets, then method presets, from the `:arg` tokens.
+
+  method_presets: {token: fn(config)} of the method's own presets (e.g. MAIL's
+  `trades`). Method presets run after the dataset ones so that they can adapt
+  to the dataset (e.g. the burn-in epoch of `mnist10k`).
+  """
+  method_presets = method_presets or {}
+  tokens = parse_arg(arg)
+  valid = sorted(set(DATASET_PRESETS) | set(method_presets))
+  for t in tokens:
+    if t not in valid:
+      raise ValueError(f"unknown config preset '{t}'; valid: {', '.join(valid)}")
+  for t in tokens:
+    if t in DATASET_PRESETS:
+      DATASET_PRESETS[t](c)
+  for t in tokens:
+    if t in method_presets:
+      method_presets[t](c)
+  return c

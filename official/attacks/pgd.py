@@ -1,0 +1,179 @@
+"""L-infinity PGD (and FGSM as its one-step case) with per-example budgets.
+
+The inner loop is one pure function of tensors (`_pgd_loop`): forward passes and
+input gradients only, no variable writes, no cross-replica calls. That is what
+lets `make_attack` wrap it in a nested `tf.function(jit_compile=True)` that XLA
+compiles per replica under MirroredStrategy (see shared keras_tf_notes.md).
+
+Besides the adversarial batch, every attack returns the per-example statistics
+the reweighting methods read:
+  correct_count  int32 [B]: how many PGD iterates were still classified
+                 correctly, counting the random start and excluding the last
+                 iterate (GAIRAT's official `kappa`).
+  kappa_first    int32 [B]: the least number of steps after which the iterate
+                 is misclassified (0: the start already is); K if the attack
+                 never succeeds (GAIRAT's paper definition of kappa).
+  logits         [B, C] logits of the final iterate (forward with training=False).
+  loss           [B] the attack objective at the final iterate.
+  epsilon        [B] the budget used for each example.
+"""
+import dataclasses
+
+import tensorflow as tf
+
+from official.attacks import losses
+
+LOSSES = ("ce", "cw", "kl")
+RANDOM_STARTS = ("uniform", "gaussian", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+  """One L-infinity attack. FGSM is `steps=1, step_size=epsilon, random_start='none'`."""
+  name: str
+  loss: str = "ce"              # ce | cw (margin, with confidence) | kl (TRADES)
+  epsilon: float = 8 / 255
+  step_size: float = 2 / 255
+  steps: int = 10
+  random_start: str = "uniform"  # uniform in [-eps, eps] | gaussian std·N(0,1) | none
+  gaussian_std: float = 0.001   # TRADES / MART start: x + 0.001·N(0, 1)
+  confidence: float = 50.0      # CW margin confidence
+  restarts: int = 1
+
+  def __post_init__(self):
+    if self.loss not in LOSSES:
+      raise ValueError(f"attack '{self.name}': unknown loss '{self.loss}'; "
+                       f"valid: {', '.join(LOSSES)}")
+    if self.random_start not in RANDOM_STARTS:
+      raise ValueError(f"attack '{self.name}': unknown random_start "
+                       f"'{self.random_start}'; valid: {', '.join(RANDOM_STARTS)}")
+    if not 0.0 < self.epsilon <= 1.0:
+      raise ValueError(f"attack '{self.name}': epsilon must be in (0, 1] for "
+                       f"[0,1] images, got {self.epsilon}")
+    if self.steps < 1 or self.restarts < 1 or self.step_size <= 0:
+      raise ValueError(f"attack '{self.name}': steps, restarts and step_size must "
+                       f"be positive, got {self.steps}, {self.restarts}, "
+                       f"{self.step_size}")
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+
+def fgsm(epsilon, name="fgsm"):
+  return AttackSpec(name=name, loss="ce", epsilon=epsilon, step_size=epsilon,
+                    steps=1, random_start="none")
+
+
+def random_start_noise(kind, shape, seed, gaussian_std=0.001):
+  """Start noise for this replica's rows of the *global* batch.
+
+  Each replica draws the noise of the whole global batch from the same
+  stateless seed and keeps its own slice, so a 2-replica run starts PGD exactly
+  where a 1-device run does, and replicas never share a start.
+  """
+  ctx = tf.distribute.get_replica_context()
+  replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+  replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+  local = shape[0]
+  global_shape = tf.concat([[local * replicas], shape[1:]], axis=0)
+  if kind == "uniform":
+    noise = tf.random.stateless_uniform(global_shape, seed, -1.0, 1.0)
+  elif kind == "gaussian":
+    noise = gaussian_std * tf.random.stateless_normal(global_shape, seed)
+  else:
+    noise = tf.zeros(global_shape)
+  return noise[replica * local:(replica + 1) * local]
+
+
+def _per_example(value, batch):
+  value = tf.cast(value, tf.float32)
+  return tf.broadcast_to(value, [batch]) if value.shape.rank == 0 else value
+
+
+def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
+              steps, loss, random_start, confidence):
+  """K steps of signed-gradient ascent, projected on the eps-ball and [0, 1]."""
+  eps = epsilon[:, None, None, None]
+  alpha = step_size[:, None, None, None]
+  lower, upper = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
+  if random_start == "uniform":
+    x_adv = x + noise * eps
+  else:  # gaussian noise is absolute; "none" passes zeros
+    x_adv = x + noise
+  x_adv = tf.clip_by_value(x_adv, lower, upper)
+
+  batch = tf.shape(x)[0]
+  correct_count = tf.zeros([batch], tf.int32)
+  kappa_first = tf.fill([batch], steps)
+  for k in tf.range(steps):
+    with tf.GradientTape() as tape:
+      tape.watch(x_adv)
+      logits = forward(x_adv)
+      objective = tf.reduce_sum(
+          losses.attack_loss(loss, logits, labels, nat_logits, confidence))
+    grad = tape.gradient(objective, x_adv)
+    correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+    correct_count += tf.cast(correct, tf.int32)
+    kappa_first = tf.where((kappa_first == steps) & ~correct, k, kappa_first)
+    x_adv = tf.clip_by_value(x_adv + alpha * tf.sign(grad), lower, upper)
+
+  logits = forward(x_adv)
+  stats = {
+      "correct_count": correct_count,
+      "kappa_first": kappa_first,
+      "logits": logits,
+      "loss": losses.attack_loss(loss, logits, labels, nat_logits, confidence),
+      "epsilon": epsilon,
+  }
+  return tf.stop_gradient(x_adv), stats
+
+
+def make_attack(forward, spec, jit_compile=False):
+  """Binds `spec` to a model forward (x -> logits, training=False).
+
+  Returns `attack(x, labels, seed, epsilon=None, step_size=None,
+  nat_logits=None) -> (x_adv, stats)`. `epsilon` / `step_size` override the
+  spec's scalars and may be per-example [B] tensors (IAAT). `seed` is a
+  stateless seed, shape [2] int. With restarts > 1, each example keeps the
+  first restart that fools the model (else the last).
+  """
+
+  def loop(x, labels, epsilon, step_size, noise, nat_logits):
+    return _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits,
+                     steps=spec.steps, loss=spec.loss,
+                     random_start=spec.random_start, confidence=spec.confidence)
+
+  compiled = tf.function(loop, jit_compile=jit_compile)
+
+  def attack(x, labels, seed, epsilon=None, step_size=None, nat_logits=None):
+    x = tf.cast(x, tf.float32)
+    labels = tf.cast(labels, tf.int32)
+    batch = tf.shape(x)[0]
+    epsilon = _per_example(spec.epsilon if epsilon is None else epsilon, batch)
+    step_size = _per_example(
+        spec.step_size if step_size is None else step_size, batch)
+    if spec.loss == "kl" and nat_logits is None:
+      nat_logits = forward(x)
+    if nat_logits is None:  # a fixed placeholder keeps one traced signature
+      nat_logits = tf.zeros([batch, 1])
+    seed = tf.cast(seed, tf.int64)
+    result = None
+    for restart in range(spec.restarts):
+      noise = random_start_noise(spec.random_start, tf.shape(x),
+                                 tf.random.experimental.stateless_fold_in(
+                                     seed, restart), spec.gaussian_std)
+      x_adv, stats = compiled(x, labels, epsilon, step_size, noise, nat_logits)
+      if result is None:
+        result = (x_adv, stats)
+        continue
+      # Keep the earlier restart where it already fooled the model.
+      prev_x, prev_stats = result
+      fooled = tf.not_equal(
+          tf.argmax(prev_stats["logits"], -1, output_type=tf.int32), labels)
+      pick = lambda old, new: tf.where(  # noqa: E731
+          tf.reshape(fooled, [-1] + [1] * (new.shape.rank - 1)), old, new)
+      result = (pick(prev_x, x_adv),
+                {k: pick(prev_stats[k], stats[k]) for k in stats})
+    return result
+
+  return attack

@@ -1,0 +1,171 @@
+"""The adversarial training step: one Keras model, every method.
+
+Data flow of `train_step` (the whole story of a step is in this one function):
+
+  batch {image, label, id}
+    -> method.attack_budget       per-example epsilon / step (IAAT), or the config's
+    -> attacks                    the objective's training attack + the method's
+                                  extra attacks (LRAT), each an XLA-able PGD
+    -> forward, training=True     natural (if needed) and every adversarial variant
+    -> objective terms            per-example loss vectors, e.g. {"adv": CE(f(x~), y)}
+       + method.extra_terms       (LRAT's pair members, SRAT's separability loss)
+    -> method.weights             per-term, per-example weights (no gradient)
+    -> loss = sum_k c_k sum_i w_ki l_ki / global_batch
+    -> gradients + coupled weight decay -> optimizer update
+
+Weight decay is added to the gradients (PyTorch SGD style, which every paper's
+code used), not Keras's decoupled form; each replica adds wd/replicas because
+the optimizer sums replica gradients.
+"""
+import zlib
+
+import keras
+import tensorflow as tf
+
+from official.attacks import pgd
+from official.reweighting import base
+
+
+class AdversarialTrainer(keras.Model):
+  """Wraps a network with outputs [logits, features] for adversarial training."""
+
+  def __init__(self, network, *, objective, coefficients, train_attack, method,
+               steps_per_epoch, weight_decay, seed, jit_compile):
+    super().__init__()
+    self.network = network
+    self.objective = objective
+    self.coefficients = dict(coefficients)
+    self.train_attack = train_attack
+    self.method = method
+    self.steps_per_epoch = int(steps_per_epoch)
+    self.weight_decay = float(weight_decay)
+    self.seed = int(seed)
+    self.jit_compile = bool(jit_compile)
+    self._attacks = {}
+    # Tracked outside Keras (raw tf.Variables): saved by the checkpoint callback.
+    self.method_state = method.build_state()
+    self.term_names = tuple(self.coefficients) + tuple(
+        n for n in getattr(method, "extra_term_names", ()) if n not in self.coefficients)
+    names = ["loss", "clean_accuracy", "adversarial_accuracy"]
+    for term in self.term_names:
+      names += [f"term/{term}", f"weight/{term}/mean", f"weight/{term}/max",
+                f"weight/{term}/min"]
+    names += [f"method/{n}" for n in method.metric_names]
+    self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+    # Last weight of every example per term: TensorBoard histograms per epoch.
+    self.last_weights = {
+        t: base.PerExampleMemory(f"last_weight_{t}", method.data.num_ids, 1.0)
+        for t in self.term_names}
+    self.built = True
+
+  # The logits-only view, used by evaluation and export.
+  def call(self, images, training=False):
+    return self.network(images, training=training)[0]
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values())
+
+  def attack_fn(self, spec):
+    """The compiled attack for `spec` (cached; one XLA program per spec)."""
+    if spec not in self._attacks:
+      forward = lambda x: self.network(x, training=False)[0]  # noqa: E731
+      self._attacks[spec] = pgd.make_attack(forward, spec, self.jit_compile)
+    return self._attacks[spec]
+
+  def _seed(self, step, spec):
+    # Stateless seeds from (config seed, step, attack name): resumed runs and
+    # replica layouts draw the same random starts.
+    salt = zlib.crc32(spec.name.encode()) % (2**31)
+    return tf.stack([tf.cast(self.seed, tf.int64),
+                     tf.cast(step, tf.int64) * 2**31 + salt])
+
+  def train_step(self, data):
+    images = tf.cast(data["image"], tf.float32)
+    labels = tf.cast(data["label"], tf.int32)
+    ids = tf.cast(data["id"], tf.int32)
+    step = tf.convert_to_tensor(self.optimizer.iterations)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    global_batch = images.shape[0] * replicas
+
+    def run_attack(spec, x, y, epsilon=None, step_size=None):
+      return self.attack_fn(spec)(x, y, self._seed(step, spec), epsilon,
+                                  step_size)
+
+    ctx = base.StepContext(
+        images=images, labels=labels, ids=ids,
+        epoch=tf.cast(step // self.steps_per_epoch, tf.int32), step=step,
+        global_batch_size=global_batch, attack=run_attack,
+        primary_attack=self.train_attack.name)
+
+    # 1-2. Per-example budget, then every training attack (BN frozen).
+    budget = self.method.attack_budget(ctx)
+    epsilon, step_size = budget if budget is not None else (None, None)
+    variants = {}
+    for spec in (self.train_attack, *self.method.extra_attacks):
+      variants[spec.name] = run_attack(spec, images, labels, epsilon, step_size)
+    ctx.attack_stats = {name: stats for name, (_, stats) in variants.items()}
+
+    with tf.GradientTape() as tape:
+      # 3. Training-mode forward passes, one per input (BN sees each batch
+      # alone, as in the official codes).
+      if self.objective.needs_natural or self.method.needs_natural:
+        ctx.natural_logits, ctx.features["natural"] = self.network(
+            images, training=True)
+      for name, (x_adv, _) in variants.items():
+        ctx.adversarial_logits[name], ctx.features[name] = self.network(
+            x_adv, training=True)
+      # 4. Per-example terms, the method's weights, the weighted loss.
+      ctx.terms = dict(self.objective.terms(
+          labels, ctx.natural_logits,
+          ctx.adversarial_logits[self.train_attack.name]))
+      ctx.terms.update(self.method.extra_terms(ctx))
+      weights = {k: tf.stop_gradient(tf.cast(w, tf.float32))
+                 for k, w in self.method.weights(ctx).items()}
+      per_example = tf.add_n([
+          self.coefficients.get(k, 1.0) * weights.get(k, 1.0) * term
+          for k, term in ctx.terms.items()])
+      loss = tf.reduce_sum(per_example) / global_batch
+
+    # 5. Update.
+    variables = self.network.trainable_variables
+    grads = tape.gradient(loss, variables)
+    if self.weight_decay:
+      grads = [g + (self.weight_decay / replicas) * v
+               for g, v in zip(grads, variables)]
+    self.optimizer.apply(grads, variables)
+
+    # Logs (outside the tape and any nested tf.function).
+    if ctx.natural_logits is not None:
+      clean_logits = ctx.natural_logits
+    else:
+      clean_logits = self.network(images, training=False)[0]
+    adv_logits = ctx.attack_stats[self.train_attack.name]["logits"]
+    self.trackers["loss"].update_state(loss * replicas)
+    self.trackers["clean_accuracy"].update_state(_accuracy(clean_logits, labels))
+    self.trackers["adversarial_accuracy"].update_state(
+        _accuracy(adv_logits, labels))
+    for term in self.term_names:
+      value = ctx.terms.get(term)
+      if value is None:
+        continue
+      w = tf.broadcast_to(weights.get(term, 1.0), tf.shape(value))
+      self.trackers[f"term/{term}"].update_state(tf.reduce_mean(value))
+      self.trackers[f"weight/{term}/mean"].update_state(tf.reduce_mean(w))
+      self.trackers[f"weight/{term}/max"].update_state(tf.reduce_max(w))
+      self.trackers[f"weight/{term}/min"].update_state(tf.reduce_min(w))
+      self.last_weights[term].update(ids, w)
+    for name, value in self.method.metrics(ctx, weights).items():
+      self.trackers[f"method/{name}"].update_state(value)
+    return {n: m.result() for n, m in self.trackers.items()}
+
+  def test_step(self, data):
+    logits = self.network(tf.cast(data["image"], tf.float32), training=False)[0]
+    acc = _accuracy(logits, tf.cast(data["label"], tf.int32))
+    self.trackers["clean_accuracy"].update_state(acc)
+    return {"clean_accuracy": self.trackers["clean_accuracy"].result()}
+
+
+def _accuracy(logits, labels):
+  return tf.reduce_mean(tf.cast(
+      tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))

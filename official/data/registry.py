@@ -1,0 +1,162 @@
+"""Datasets by name: `load(config.data, batch_size=..., seed=...)` -> DataBundle.
+
+Every split is held in memory as numpy (CIFAR-10/100 and SVHN fit), and the
+tf.data pipelines gather from it by example id:
+
+  train(e0, e1): for each epoch e, stateless_shuffle(train_ids, [seed, e]),
+    drop the remainder, gather + augment (key from (seed, e, id)), batch.
+  test():        the test split in order, batched, no augmentation.
+
+Elements: {"image": float32 [B, H, W, C] in [0, 1], "label": int32 [B],
+"id": int32 [B]}, where `id` is the row of the original (un-subsampled) split,
+so per-example state can be indexed by it across runs, seeds and subsets.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from official.data import augment as augment_lib
+from official.data import long_tail
+from official.data import sources
+
+DATASETS = {
+    "cifar10": sources.load_tfds,
+    "cifar100": sources.load_tfds,
+    "svhn_cropped": sources.load_tfds,
+    "mnist": sources.load_tfds,
+    "digits": sources.load_digits,
+    "npz": sources.load_npz,
+}
+
+# data.augment="default": what the papers use on each dataset (no flip on
+# SVHN: flipped digits are other digits).
+DEFAULT_AUGMENT = {
+    "cifar10": "crop_flip",
+    "cifar100": "crop_flip",
+    "svhn_cropped": "crop",
+    "mnist": "none",
+    "digits": "none",
+    "npz": "none",
+}
+
+
+@dataclasses.dataclass
+class DataBundle:
+  num_classes: int
+  image_shape: tuple          # (H, W, C).
+  num_train: int              # Training examples used (after long-tailing).
+  num_ids: int                # Size of the original train split.
+  class_counts: np.ndarray    # int64 [num_classes], used training counts.
+  train_ids: np.ndarray       # Ids of the used training examples, sorted.
+  steps_per_epoch: int        # num_train // batch_size.
+  # What train() and test() need besides the above.
+  batch_size: int = 1
+  eval_batch_size: int = 500
+  seed: int = 0
+  augment: str = "none"
+  splits: sources.Splits = dataclasses.field(default=None, repr=False)
+
+  def train(self, start_epoch: int, end_epoch: int) -> tf.data.Dataset:
+    """(end_epoch - start_epoch) * steps_per_epoch batches, epoch after epoch."""
+    if not 0 <= start_epoch <= end_epoch:
+      raise ValueError(f"train(start_epoch={start_epoch}, end_epoch="
+                       f"{end_epoch}): need 0 <= start_epoch <= end_epoch")
+    images = tf.constant(self.splits.x_train)
+    labels = tf.constant(self.splits.y_train, tf.int32)
+    ids = tf.constant(self.train_ids, tf.int64)
+    per_epoch = self.steps_per_epoch * self.batch_size
+
+    def epoch_ids(epoch):
+      # The order of epoch e depends on (seed, e) only: resuming at e replays
+      # exactly the batches of an uninterrupted run.
+      order = tf.random.experimental.stateless_shuffle(
+          ids, seed=tf.stack([tf.constant(self.seed, tf.int64), epoch]),
+          alg="philox")
+      # Drop the remainder per epoch, so batches never straddle two epochs.
+      order = order[:per_epoch]
+      return tf.data.Dataset.from_tensor_slices(order).map(
+          lambda i: (epoch, i))
+
+    def example(epoch, i):
+      key = augment_lib.example_key(self.seed, epoch, i)
+      return {"image": augment_lib.apply(tf.gather(images, i), self.augment,
+                                         key),
+              "label": tf.gather(labels, i),
+              "id": tf.cast(i, tf.int32)}
+
+    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch_ids)
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(self.batch_size, drop_remainder=True).map(self._to_float)
+    # flat_map hides the length; state it (and have tf.data check it).
+    ds = ds.apply(tf.data.experimental.assert_cardinality(
+        (end_epoch - start_epoch) * self.steps_per_epoch))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def test(self) -> tf.data.Dataset:
+    """The whole test split in order; the last batch may be short."""
+    images = tf.constant(self.splits.x_test)
+    labels = tf.constant(self.splits.y_test, tf.int32)
+    ds = tf.data.Dataset.range(len(self.splits.y_test))
+    ds = ds.batch(self.eval_batch_size).map(
+        lambda i: {"image": tf.gather(images, i),
+                   "label": tf.gather(labels, i),
+                   "id": tf.cast(i, tf.int32)})
+    return ds.map(self._to_float).prefetch(tf.data.AUTOTUNE)
+
+  def _to_float(self, batch):
+    # Division, not a multiply by 1/255: 255 * (1/255) rounds above 1.
+    image = tf.cast(batch["image"], tf.float32) / self.splits.pixel_max
+    return {**batch, "image": image}
+
+
+def load(data_cfg, *, batch_size: int, seed: int) -> DataBundle:
+  """Loads `data_cfg.name` and builds its (possibly long-tailed) DataBundle."""
+  name = data_cfg.get("name", None)
+  if name not in DATASETS:
+    raise ValueError(f"unknown data.name {name!r}; "
+                     f"valid: {', '.join(sorted(DATASETS))}")
+  kind = data_cfg.get("augment", "default")
+  if kind not in ("default",) + augment_lib.AUGMENTS:
+    raise ValueError(f"unknown data.augment {kind!r}; valid: "
+                     f"default, {', '.join(augment_lib.AUGMENTS)}")
+  kind = DEFAULT_AUGMENT[name] if kind == "default" else kind
+  imbalance = data_cfg.get("imbalance", None) or {}
+  profile = imbalance.get("profile", "none")
+  ratio = imbalance.get("ratio", 1.0)
+  long_tail.check(profile, ratio)  # Fail before a slow load.
+  eval_batch_size = data_cfg.get("eval_batch_size", 500)
+  for key, value in (("batch_size", batch_size),
+                     ("data.eval_batch_size", eval_batch_size)):
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+  splits = DATASETS[name](data_cfg)
+  num_classes, labels = splits.num_classes, splits.y_train
+  if profile == "none":
+    train_ids = np.arange(len(labels), dtype=np.int64)
+  else:
+    n_max = imbalance.get("n_max", None)
+    if n_max is None:
+      n_max = np.bincount(labels, minlength=num_classes).max()
+    counts = long_tail.class_counts(profile, ratio, n_max, num_classes)
+    train_ids = long_tail.select_indices(labels, counts,
+                                         imbalance.get("seed", 0))
+  num_train = len(train_ids)
+  if batch_size > num_train:
+    raise ValueError(f"batch_size {batch_size} is larger than num_train "
+                     f"{num_train} of data.name {name!r}")
+  return DataBundle(
+      num_classes=num_classes,
+      image_shape=tuple(splits.x_train.shape[1:]),
+      num_train=num_train,
+      num_ids=len(labels),
+      class_counts=np.bincount(labels[train_ids], minlength=num_classes
+                               ).astype(np.int64),
+      train_ids=train_ids,
+      steps_per_epoch=num_train // batch_size,
+      batch_size=int(batch_size),
+      eval_batch_size=int(eval_batch_size),
+      seed=int(seed),
+      augment=kind,
+      splits=splits)

@@ -1,0 +1,144 @@
+"""The reweighting interface every method implements, and its helpers.
+
+A method turns what the training step knows about a batch into per-example
+weights for the objective's loss terms. The step calls, in this order:
+
+  1. `attack_budget(ctx)`    -> (epsilon [B], step_size [B]) per-example budget
+                                of the training attacks, or None for the
+                                config's scalars (IAAT). ctx has the batch,
+                                the epoch and `ctx.attack(...)` only.
+  2. the training attack (the objective's) and `extra_attacks` run;
+     forward passes in training mode give natural / adversarial logits
+     (and features, if `needs_features`).
+  3. `extra_terms(ctx)`      -> {term: [B]} added to the objective's terms;
+                                a name that exists replaces that term (SRAT's
+                                focal loss), a new one is added with
+                                coefficient 1 (LRAT's natural and CW members,
+                                SRAT's separability loss). New names must be
+                                listed in `extra_term_names` (for the logs).
+  4. `weights(ctx)`          -> {term: [B]} per-example weights; a term that is
+                                not named keeps weight 1. Weights are treated
+                                as constants (the step stops their gradient).
+  5. `metrics(ctx, weights)` -> {name: scalar} extra logs (names fixed in
+                                `metric_names`).
+
+`ctx` is a `StepContext` (below). State lives in variables created in
+`build_state()`, which the trainer calls under the strategy scope and saves in
+every checkpoint. Per-example state goes in a `PerExampleMemory`, which stays
+consistent across replicas. Anything normalised over "the batch" must use
+`global_sum` / `global_gather` so a 2-replica run equals a 1-device run.
+
+The loss of a step is  sum_k c_k · sum_i w_k,i · term_k,i / global_batch_size,
+so weights with mean 1 over the global batch leave the loss scale unchanged.
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class StepContext:
+  """What a method may read about one (per-replica) batch."""
+  images: tf.Tensor                      # [B, H, W, C] in [0, 1]
+  labels: tf.Tensor                      # [B] int32
+  ids: tf.Tensor                         # [B] int32, stable example ids
+  epoch: tf.Tensor                       # int32 scalar, 0-based
+  step: tf.Tensor                        # int64 scalar, optimizer iterations
+  global_batch_size: int
+  # Runs any AttackSpec on the (frozen-BN) model: attack(spec, x, y,
+  # epsilon=None, step_size=None) -> (x_adv, stats). Seeds are handled.
+  attack: Callable
+  natural_logits: Optional[tf.Tensor] = None   # training-mode f(x), if computed
+  # Per training attack name: training-mode logits / features of its variant.
+  adversarial_logits: dict = dataclasses.field(default_factory=dict)
+  features: dict = dataclasses.field(default_factory=dict)  # incl. "natural"
+  # Per training attack name: the attack's statistics (see attacks/pgd.py).
+  attack_stats: dict = dataclasses.field(default_factory=dict)
+  terms: dict = dataclasses.field(default_factory=dict)     # {term: [B]}
+  primary_attack: str = ""               # name of the objective's attack
+
+
+class Method:
+  """Base class and the identity method ("none"): every weight is 1."""
+  name = "none"
+  extra_attacks = ()        # AttackSpecs whose variants also get a training pass
+  needs_natural = False     # whether ctx.natural_logits must be computed
+  needs_features = False    # whether ctx.features must be filled
+  extra_term_names = ()     # names of the terms extra_terms() adds
+  metric_names = ()         # scalars returned by metrics()
+
+  def __init__(self, cfg, *, config, data):
+    """cfg: config.reweighting; config: the whole config; data: DataBundle."""
+    self.cfg = cfg
+    self.config = config
+    self.data = data
+
+  def build_state(self):
+    """Creates state variables; returns {name: tf.Variable or PerExampleMemory}."""
+    return {}
+
+  def attack_budget(self, ctx):
+    del ctx
+    return None
+
+  def extra_terms(self, ctx):
+    del ctx
+    return {}
+
+  def weights(self, ctx):
+    del ctx
+    return {}
+
+  def metrics(self, ctx, weights):
+    del ctx, weights
+    return {}
+
+  def epoch_summaries(self):
+    """{name: np.ndarray} written as TensorBoard histograms after each epoch."""
+    return {}
+
+
+def global_sum(value):
+  """Sum of `value` over all replicas (identity on one device)."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return value
+  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def global_gather(value):
+  """Concatenation of `value` over replicas along axis 0, in replica order."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return value
+  return ctx.all_gather(value, axis=0)
+
+
+class PerExampleMemory:
+  """A [num_ids, ...] variable indexed by example id, correct under replicas.
+
+  With the default aggregation every replica would write its own copy and the
+  copies would silently diverge. Here each replica gathers the ids and values
+  of the whole global batch and applies the same update, and the variable uses
+  ONLY_FIRST_REPLICA aggregation, so every update lands and copies stay equal.
+  """
+
+  def __init__(self, name, num_ids, initial_value=0.0, dtype=tf.float32,
+               shape=()):
+    self.variable = tf.Variable(
+        tf.fill([num_ids, *shape], tf.cast(initial_value, dtype)),
+        name=name, trainable=False, dtype=dtype,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+  def gather(self, ids):
+    return tf.gather(self.variable, ids)
+
+  def update(self, ids, values):
+    values = tf.cast(values, self.variable.dtype)
+    all_ids, all_values = global_gather(ids), global_gather(values)
+    return self.variable.scatter_update(tf.IndexedSlices(all_values, all_ids))
+
+  def numpy(self):
+    return self.variable.numpy()
+

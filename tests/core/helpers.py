@@ -1,0 +1,32 @@
+"""Small configs and runs shared by the core tests."""
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+from configs import common  # noqa: E402
+
+
+def tiny_config(method_config="at", preset="digits", **overrides):
+  """A method config on the embedded digits, shrunk to seconds."""
+  import importlib
+  module = importlib.import_module(f"configs.{method_config}")
+  c = module.get_config(preset)
+  c.epochs = 2
+  c.batch_size = 32
+  c.model.filters = (8, 8, 16, 16)
+  c.model.dense_units = (32, 32)
+  c.attack.steps = 3
+  c.eval.pgd_steps = 5
+  c.eval.cw_steps = 5
+  c.eval.max_examples = 96
+  c.data.eval_batch_size = 48
+  for key, value in overrides.items():
+    node = c
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return c

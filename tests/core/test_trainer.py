@@ -1,0 +1,111 @@
+"""The training step: 1 device vs 2 replicas, loss scaling, weighted terms."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.core import experiment
+from official.reweighting import base
+from official.reweighting import registry
+from tests.core import helpers
+
+
+class _SoftmaxOfLosses(base.Method):
+  """Test method: weights = B * softmax(loss) over the GLOBAL batch, plus a
+  per-example memory of the weights, to exercise global_sum / global_gather
+  and PerExampleMemory under replicas."""
+  name = "test_softmax"
+  metric_names = ("weight_sum",)
+
+  def build_state(self):
+    self.memory = base.PerExampleMemory("w", self.data.num_ids, -1.0)
+    return {"memory": self.memory}
+
+  def weights(self, ctx):
+    loss = ctx.terms["adv"]
+    z = tf.exp(loss)
+    w = z / base.global_sum(tf.reduce_sum(z)) * ctx.global_batch_size
+    self.memory.update(ctx.ids, w)
+    return {"adv": w}
+
+  def metrics(self, ctx, weights):
+    return {"weight_sum": base.global_sum(tf.reduce_sum(weights["adv"]))}
+
+
+@pytest.fixture(autouse=True)
+def _register_test_method(monkeypatch):
+  monkeypatch.setitem(registry.METHODS, "test_softmax", _SoftmaxOfLosses)
+
+
+def _train(distribute, tmp_path, steps=3, **overrides):
+  config = helpers.tiny_config(distribute=distribute, **overrides)
+  run = experiment.prepare(config, str(tmp_path / distribute))
+  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
+                  verbose=0)
+  return run
+
+
+@pytest.mark.parametrize("method,objective", [("none", "at"),
+                                              ("test_softmax", "at"),
+                                              ("none", "trades")])
+def test_two_replicas_equal_one_device(tmp_path, method, objective):
+  one = _train("default", tmp_path, **{"reweighting.name": method,
+                                       "objective.name": objective})
+  two = _train("mirrored", tmp_path, **{"reweighting.name": method,
+                                        "objective.name": objective})
+  assert two.strategy.num_replicas_in_sync == 2
+  w1 = [v.numpy() for v in one.trainer.network.weights]
+  w2 = [v.numpy() for v in two.trainer.network.weights]
+  for a, b in zip(w1, w2):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  # The weights moved: the comparison is not between two untouched inits.
+  init = experiment.prepare(helpers.tiny_config(), str(tmp_path / "init"))
+  assert not np.allclose(w1[0], init.trainer.network.weights[0].numpy())
+  if method == "test_softmax":
+    m1, m2 = one.trainer.method.memory, two.trainer.method.memory
+    np.testing.assert_allclose(m1.numpy(), m2.numpy(), atol=1e-5)
+    copies = two.trainer.method.memory.variable.values
+    np.testing.assert_array_equal(copies[0].numpy(), copies[1].numpy())
+    assert (m1.numpy() > 0).sum() == 3 * 32  # every update landed
+    # The logged weight sum is the global batch size (normalised globally).
+    np.testing.assert_allclose(
+        two.trainer.trackers["method/weight_sum"].result().numpy(), 32, rtol=1e-5)
+
+
+def test_loss_is_the_weighted_mean_over_the_global_batch(tmp_path):
+  """With weights w = B softmax(l), the logged loss equals sum_i w_i l_i / B."""
+  # SmallCNN starts with zero logits (TRADES' init), so step 1 has equal
+  # losses and uniform weights; later steps do not.
+  run = _train("mirrored", tmp_path, steps=3,
+               **{"reweighting.name": "test_softmax"})
+  term = run.trainer.trackers["term/adv"].result().numpy()
+  loss = run.trainer.trackers["loss"].result().numpy()
+  # Weighted towards the largest losses: the weighted mean exceeds the mean.
+  assert loss > term
+  plain = _train("default", tmp_path, steps=1)
+  np.testing.assert_allclose(plain.trainer.trackers["loss"].result().numpy(),
+                             plain.trainer.trackers["term/adv"].result().numpy(),
+                             rtol=1e-5)
+
+
+def test_weight_decay_is_coupled_and_not_doubled_across_replicas(tmp_path):
+  """A zero learning signal isolates weight decay: w <- w - lr * wd * w."""
+  for distribute in ("default", "mirrored"):
+    config = helpers.tiny_config(distribute=distribute)
+    config.optimizer.momentum = 0.0
+    config.optimizer.weight_decay = 0.1
+    config.optimizer.learning_rate = 0.5
+    run = experiment.prepare(config, str(tmp_path / distribute))
+    variables = run.trainer.network.trainable_variables
+    before = [v.numpy() for v in variables]
+    grads = [tf.zeros_like(v) for v in variables]
+
+    @tf.function
+    def apply():
+      def step():
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        g = [gg + (0.1 / replicas) * v for gg, v in zip(grads, variables)]
+        run.trainer.optimizer.apply(g, variables)
+      run.strategy.run(step)
+    apply()
+    np.testing.assert_allclose(variables[0].numpy(), before[0] * (1 - 0.5 * 0.1),
+                               rtol=1e-5)
