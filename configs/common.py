@@ -67,6 +67,7 @@ def base():
   c.eval.restarts = 1
   c.eval.tail_fraction = 0.3          # RA-Tail-30: the 30% weakest classes
   c.eval.max_examples = 0             # 0 = the whole test split
+  c.eval.reports = ()                 # extra reports (official/evaluation/reports.py)
   return c
 
 

@@ -76,5 +76,9 @@ class EpochSummaries(keras.callbacks.Callback):
         tf.summary.histogram(f"weights/{term}", memory.numpy()[self.train_ids],
                              step=step)
       for name, values in trainer.method.epoch_summaries().items():
-        tf.summary.histogram(f"method/{name}", np.asarray(values), step=step)
+        values = np.asarray(values)
+        if values.ndim == 0:
+          tf.summary.scalar(f"method/{name}", float(values), step=step)
+        else:
+          tf.summary.histogram(f"method/{name}", values, step=step)
     self.writer.flush()

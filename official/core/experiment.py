@@ -12,6 +12,7 @@ from official.attacks import pgd
 from official.core import callbacks
 from official.core import trainer as trainer_lib
 from official.data import registry as data_registry
+from official.evaluation import reports
 from official.evaluation import robustness
 from official.modeling import objectives
 from official.modeling import registry as model_registry
@@ -102,6 +103,7 @@ def validate(config):
   if not 0.0 < float(config.eval.epsilon) <= 1.0:
     raise ValueError(f"eval.epsilon must be in (0, 1], got {config.eval.epsilon}")
   robustness.attack_specs(config.eval)
+  reports.check_names(config.eval.reports)
   return objective, training_attack(config, objective)
 
 
@@ -180,6 +182,7 @@ def train_and_evaluate(run):
             callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
                                      run.data.train_ids),
         ])
+  trainer.method.save_artifacts(workdir)
   results = evaluate(run)
   export(trainer.network, os.path.join(workdir, "export"))
   return results
@@ -188,14 +191,20 @@ def train_and_evaluate(run):
 def evaluate(run):
   config = run.config
   logging.info("Evaluating on the test split: %s", ", ".join(config.eval.attacks))
+  logits_fn = lambda x: run.trainer.network(x, training=False)[0]  # noqa: E731
   results = robustness.evaluate(
-      lambda x: run.trainer.network(x, training=False)[0], run.data.test(),
-      config.eval, run.data.num_classes, seed=int(config.seed),
-      jit_compile=use_xla(config.xla), verbose=1 if sys.stdout.isatty() else 0)
+      logits_fn, run.data.test(), config.eval, run.data.num_classes,
+      seed=int(config.seed), jit_compile=use_xla(config.xla),
+      verbose=1 if sys.stdout.isatty() else 0)
+  results.update(reports.run_reports(config.eval.reports, reports.ReportContext(
+      logits_fn=logits_fn, data=run.data, config=config, workdir=run.workdir,
+      results=dict(results), seed=int(config.seed),
+      jit_compile=use_xla(config.xla))))
   with open(os.path.join(run.workdir, "eval.json"), "w") as f:
     json.dump(results, f, indent=2)
   robustness.write_summaries(results, os.path.join(run.workdir, "tb", "eval"))
-  for name, r in results.items():
+  for name in config.eval.attacks:
+    r = results[name]
     logging.info("%-8s accuracy %.4f  worst class %.4f", name, r["accuracy"],
                  r["worst_class"])
   return results

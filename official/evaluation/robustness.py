@@ -120,6 +120,8 @@ def write_summaries(results, logdir):
   writer = tf.summary.create_file_writer(logdir)
   with writer.as_default():
     for name, r in results.items():
+      if "per_class" not in r:  # a report's dict, not an attack summary
+        continue
       for key in ("accuracy", "worst_class", "tail"):
         tf.summary.scalar(f"eval/{name}/{key}", r[key], step=0)
       for c, acc in enumerate(r["per_class"]):

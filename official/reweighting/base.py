@@ -95,8 +95,13 @@ class Method:
     return {}
 
   def epoch_summaries(self):
-    """{name: np.ndarray} written as TensorBoard histograms after each epoch."""
+    """{name: value} for TensorBoard after each epoch: arrays become
+    histograms, scalars (0-d) become scalar curves."""
     return {}
+
+  def save_artifacts(self, workdir):
+    """Called once after training: write files (e.g. IAAT's eps.npy)."""
+    del workdir
 
 
 def global_sum(value):
