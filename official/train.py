@@ -8,7 +8,9 @@ fit (checkpoint every epoch, resume from the last) -> evaluation -> export.
 Everything that can be wrong with the input is checked in `prepare()`, before
 anything is written, so a bad flag leaves an existing workdir untouched.
 """
+import importlib.util
 import os
+import re
 import sys
 
 from absl import app
@@ -39,11 +41,50 @@ def main(argv):
   from official.core import experiment  # heavy imports after flag parsing
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].serialize()
                                               .partition("=")[2])
-  try:
+  try:  # config_flags loads the file lazily: a missing one fails here
     run = experiment.prepare(_CONFIG.value, workdir)
-  except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
-    _fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+  except (ValueError, OSError, KeyError, TypeError) as e:
+    _fail(one_line(e))
   experiment.train_and_evaluate(run)
+
+
+def one_line(error):
+  """The informative line of an error whose text may hold a whole traceback."""
+  lines = [l.strip() for l in str(error).strip().splitlines() if l.strip()]
+  for line in reversed(lines):  # config_flags wraps the loader's traceback
+    match = re.match(r"^[\w.]*(Error|Exception): (.*)$", line)
+    if match:
+      return match.group(2)
+  for line in lines:
+    if "No such file" in line:
+      return line.split("]", 1)[-1].strip()
+  return lines[0] if lines else repr(error)
+
+
+def unknown_override(argv):
+  """Names the `--config.a.b=v` override whose key the config lacks, if any."""
+  config_arg = next((a.split("=", 1)[1] for a in argv
+                     if a.startswith("--config=")), None)
+  if config_arg is None:
+    return None
+  path, _, preset = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(preset or None)
+  for arg in argv:
+    match = re.match(r"^--config\.([\w.]+)=", arg)
+    if not match:
+      continue
+    node, keys = config, match.group(1).split(".")
+    for depth, key in enumerate(keys):
+      if not hasattr(node, "keys") or key not in node:
+        parent = ".".join(keys[:depth]) or "config"
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
+        return (f"unknown config key '{match.group(1)}' (no '{key}' in "
+                f"{parent}); valid: {valid}")
+      node = node[key]
+  return None
 
 
 def _fail(message):
@@ -52,11 +93,19 @@ def _fail(message):
 
 
 def run_main():
-  # One-line errors for bad flags too (unknown --config.key, bad preset).
+  # One-line errors for bad flags too (unknown --config.key, bad preset,
+  # missing config file), instead of absl's traceback.
   try:
     argv = flags.FLAGS(sys.argv)
-  except flags.Error as e:
-    _fail(str(e).strip().splitlines()[0])
+  except (flags.Error, AttributeError, KeyError, OSError, ValueError,
+          TypeError) as e:
+    message = None
+    if isinstance(e, (AttributeError, KeyError)):
+      try:
+        message = unknown_override(sys.argv)
+      except Exception:  # noqa: BLE001 -- fall back to the original message
+        message = None
+    _fail(message or one_line(e))
   flags.FLAGS.mark_as_parsed()
   logging.set_verbosity(logging.INFO)
   app.run(main, argv=argv, flags_parser=lambda a: a)

@@ -172,7 +172,7 @@ def train_and_evaluate(run):
   if run.initial_epoch < epochs:
     trainer.fit(
         run.data.train(run.initial_epoch, epochs),
-        epochs=epochs, initial_epoch=run.initial_epoch,
+        epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
         steps_per_epoch=run.data.steps_per_epoch,
         # A live progress bar on a terminal, one line per epoch in log files.
         verbose=1 if sys.stdout.isatty() else 2,

@@ -3,7 +3,10 @@
 Each loader returns the whole train and test splits as numpy arrays, in their
 original order (a row's position is the example id used everywhere else).
 """
+import concurrent.futures
 import dataclasses
+import socket
+import urllib.parse
 import os
 
 import numpy as np
@@ -25,14 +28,26 @@ class Splits:
 
 
 def load_tfds(data_cfg):
-  """cifar10, cifar100, svhn_cropped, mnist: the tfds `train` and `test` splits."""
+  """cifar10, cifar100, svhn_cropped, mnist: the tfds `train` and `test` splits.
+
+  Prepared data (or tfds.testing.mock_data) is read without touching the
+  network. Otherwise the download runs, but only after a quick check that the
+  dataset's host resolves: offline, tfds would retry for minutes first.
+  """
   name = data_cfg.name
+  data_dir = data_cfg.get("data_dir", None) or None
   try:
-    # download=True so that users with internet get the data prepared; any
-    # failure (offline, missing download extras, bad data_dir) ends below.
-    (train, test), info = tfds.load(
-        name, split=["train", "test"], data_dir=data_cfg.get("data_dir", None),
-        download=True, with_info=True)
+    try:
+      (train, test), info = tfds.load(name, split=["train", "test"],
+                                      data_dir=data_dir, download=False,
+                                      with_info=True)
+    except Exception:  # pylint: disable=broad-except  (not prepared yet)
+      host = _download_host(name, data_dir)
+      if host and not _resolves(host):
+        raise ConnectionError(f"not prepared, and {host} is unreachable") from None
+      (train, test), info = tfds.load(name, split=["train", "test"],
+                                      data_dir=data_dir, download=True,
+                                      with_info=True)
     x_train, y_train = _to_numpy(train)
     x_test, y_test = _to_numpy(test)
   except Exception as e:  # pylint: disable=broad-except
@@ -43,6 +58,26 @@ def load_tfds(data_cfg):
     ) from None
   return Splits(x_train, y_train, x_test, y_test,
                 num_classes=info.features["label"].num_classes, pixel_max=255.)
+
+
+def _download_host(name, data_dir):
+  """The host of the dataset's homepage (known offline, from tfds metadata)."""
+  try:
+    homepage = tfds.builder(name, data_dir=data_dir).info.homepage
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return urllib.parse.urlparse(homepage or "").hostname
+
+
+def _resolves(host, timeout=5.0):
+  """Whether DNS resolves `host` within `timeout` seconds."""
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    future = pool.submit(socket.getaddrinfo, host, 443)
+    try:
+      future.result(timeout=timeout)
+      return True
+    except Exception:  # pylint: disable=broad-except
+      return False
 
 
 def _to_numpy(ds):

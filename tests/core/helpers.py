@@ -16,8 +16,9 @@ def tiny_config(method_config="at", preset="digits", **overrides):
   c = module.get_config(preset)
   c.epochs = 2
   c.batch_size = 32
-  c.model.filters = (8, 8, 16, 16)
-  c.model.dense_units = (32, 32)
+  c.model.filters = (16, 16, 32, 32)
+  c.model.dense_units = (64, 64)
+  c.optimizer.learning_rate = 0.1  # SmallCNN's zero-init head starts slowly
   c.attack.steps = 3
   c.eval.pgd_steps = 5
   c.eval.cw_steps = 5
