@@ -9,6 +9,7 @@ depend on other values are derived in code or linked with FieldReferences, so
 import os
 
 import ml_collections as mlc
+from ml_collections import config_dict  # noqa: F401  (mlc.config_dict)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST10K = os.path.normpath(
@@ -58,7 +59,9 @@ def base():
 
   c.eval = mlc.ConfigDict()
   c.eval.attacks = ("natural", "fgsm", "pgd20", "cw")
-  c.eval.epsilon = c.attack.get_ref("epsilon")
+  # None = the training epsilon, resolved in code (experiment.resolve): a
+  # FieldReference would make an eval override change the training budget too.
+  c.eval.epsilon = mlc.config_dict.placeholder(float)
   c.eval.pgd_steps = 20
   c.eval.pgd_step_size = 2 / 255
   c.eval.cw_steps = 20

@@ -85,8 +85,16 @@ def learning_rate(opt_cfg, steps_per_epoch):
   return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+def resolve(config):
+  """Fills derived values that follow other keys (so they follow overrides)."""
+  if config.eval.epsilon is None:
+    config.eval.epsilon = float(config.attack.epsilon)
+  return config
+
+
 def validate(config):
   """Checks that need no data or model; raises one-line ValueErrors."""
+  resolve(config)
   for key in ("epochs", "batch_size"):
     if int(config[key]) <= 0:
       raise ValueError(f"{key} must be positive, got {config[key]}")
@@ -118,6 +126,7 @@ def prepare(config, workdir):
   keras.utils.set_random_seed(int(config.seed))
   data = data_registry.load(config.data, batch_size=int(config.batch_size),
                             seed=int(config.seed))
+  logging.info("Training examples per class: %s", data.class_counts.tolist())
   with strategy.scope():
     network = model_registry.build_model(config.model, data.image_shape,
                                          data.num_classes, seed=int(config.seed))
