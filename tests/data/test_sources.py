@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from official.data import sources
 
-MNIST10K = "/work/shared/data/mnist10k.npz"
+from configs.common import MNIST10K  # ../shared/data/mnist10k.npz beside the repo
 
 
 def _cfg(**kw):
