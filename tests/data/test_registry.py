@@ -275,3 +275,20 @@ def test_float_rgb_npz_with_crop_flip(tmp_path):
     assert 0 <= b["image"].min() and b["image"].max() <= 1
   test = _batches(bundle.test())[0]
   np.testing.assert_array_equal(test["image"], x[:3])  # Float kept exactly.
+
+
+def test_n_max_zero_means_the_largest_class(tmp_path):
+  # configs/common.py's default n_max = 0: the largest class of the split.
+  path = str(tmp_path / "balanced.npz")
+  x = np.zeros((40, 4, 4, 1), np.float32)
+  np.savez(path, x_train=x, y_train=np.arange(40) % 4, x_test=x[:4],
+           y_test=np.arange(4))
+  bundle = registry.load(_cfg(name="npz", path=path, imbalance=dict(
+      profile="step", ratio=2.0, seed=0, n_max=0)), batch_size=5, seed=0)
+  np.testing.assert_array_equal(bundle.class_counts, [10, 10, 5, 5])
+  # Digits is not balanced: its largest class (146) exceeds class 0 (142).
+  with pytest.raises(ValueError, match=r"class 0 has 142 examples, fewer "
+                     r"than n_c=146"):
+    registry.load(_cfg(name="digits", imbalance=dict(profile="exp", ratio=10.0,
+                                                     n_max=0)),
+                  batch_size=5, seed=0)

@@ -123,13 +123,33 @@ def test_tfds_mocked(name, shape, num_classes):
 
 
 def test_tfds_unavailable(monkeypatch):
-  # What tfds raises offline; patched so that no test can ever download.
+  # Not prepared, and the dataset's host does not resolve: fail at once,
+  # without ever asking tfds to download (patched so no test can download).
+  calls = []
   def offline_load(*args, **kwargs):
-    raise OSError("Failed to resolve 'www.cs.toronto.edu'\nmore detail")
+    calls.append(kwargs["download"])
+    raise AssertionError("Dataset cifar10: could not find data in ...")
   monkeypatch.setattr(sources.tfds, "load", offline_load)
+  monkeypatch.setattr(sources, "_resolves", lambda host, timeout=5.0: False)
   with pytest.raises(ValueError) as info:
     sources.load_tfds(_cfg(name="cifar10"))
   assert str(info.value) == (
-      "cannot load tfds dataset 'cifar10' (OSError: Failed to resolve "
-      "'www.cs.toronto.edu'); it needs a download. Offline, use data.name=npz "
-      "with data.path=FILE, or data.name=digits")
+      "cannot load tfds dataset 'cifar10' (ConnectionError: not prepared, and "
+      "www.cs.toronto.edu is unreachable); it needs a download. Offline, use "
+      "data.name=npz with data.path=FILE, or data.name=digits")
+  assert calls == [False]
+
+
+def test_tfds_download_failure_is_one_line(monkeypatch):
+  # The host resolves but the download itself fails: its first line is kept.
+  def load(*args, **kwargs):
+    if not kwargs["download"]:
+      raise AssertionError("not prepared")
+    raise OSError("Failed to download 'cifar-10-binary.tar.gz'\nmore detail")
+  monkeypatch.setattr(sources.tfds, "load", load)
+  monkeypatch.setattr(sources, "_resolves", lambda host, timeout=5.0: True)
+  with pytest.raises(ValueError, match=r"^cannot load tfds dataset 'cifar10' "
+                     r"\(OSError: Failed to download 'cifar-10-binary.tar.gz'\); "
+                     r"it needs a download") as info:
+    sources.load_tfds(_cfg(name="cifar10"))
+  assert "\n" not in str(info.value)
