@@ -10,6 +10,7 @@ from absl import logging
 
 from official.attacks import pgd
 from official.core import callbacks
+from official.core import export as export_lib
 from official.core import trainer as trainer_lib
 from official.data import registry as data_registry
 from official.evaluation import reports
@@ -193,7 +194,7 @@ def train_and_evaluate(run):
         ])
   trainer.method.save_artifacts(workdir)
   results = evaluate(run)
-  export(trainer.network, os.path.join(workdir, "export"))
+  export_lib.export(trainer.network, os.path.join(workdir, "export"))
   return results
 
 
@@ -217,17 +218,3 @@ def evaluate(run):
     logging.info("%-8s accuracy %.4f  worst class %.4f", name, r["accuracy"],
                  r["worst_class"])
   return results
-
-
-def export(network, path):
-  """SavedModel with `serve`: float32 [0,1] NHWC images -> logits."""
-  model = model_registry.logits_model(network)
-  tmp = path + ".tmp"
-  if tf.io.gfile.exists(tmp):
-    tf.io.gfile.rmtree(tmp)
-  model.export(tmp, verbose=False)
-  # Swap in only once the new export is complete: an old one is never lost.
-  if tf.io.gfile.exists(path):
-    tf.io.gfile.rmtree(path)
-  tf.io.gfile.rename(tmp, path)
-  return path

@@ -94,16 +94,21 @@ def test_export_reloads_in_a_fresh_process_with_input_gradients(finished_run, tm
 
 
 def test_tools_export_writes_a_checkpoint_as_savedmodel(finished_run, tmp_path):
-  from tools import export as export_tool
+  from official.core import export as export_lib
   run, _ = finished_run
-  path, epoch = export_tool.export_checkpoint(run.workdir, epoch=1,
+  path, epoch = export_lib.export_checkpoint(run.workdir, epoch=1,
                                               output=str(tmp_path / "e1"))
   assert epoch == 1
   loaded = tf.saved_model.load(path)
   x = next(iter(run.data.test()))["image"][:4]
   assert loaded.serve(x).shape == (4, 10)
   with pytest.raises(ValueError, match="no checkpoint ckpt-7 .*found: ckpt-1, ckpt-2"):
-    export_tool.export_checkpoint(run.workdir, epoch=7)
+    export_lib.export_checkpoint(run.workdir, epoch=7)
+  # And the CLI, as a user runs it.
+  proc = subprocess.run([sys.executable, "-m", "tools.export",
+                         f"--workdir={run.workdir}", f"--output={tmp_path / 'e2'}"],
+                        cwd=helpers.REPO, capture_output=True, text=True)
+  assert proc.returncode == 0 and "exported epoch 2" in proc.stdout, proc.stderr[-500:]
 
 
 @pytest.mark.parametrize("overrides,match", [
