@@ -14,6 +14,10 @@ from ml_collections import config_dict  # noqa: F401  (mlc.config_dict)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST10K = os.path.normpath(
     os.path.join(REPO_ROOT, "..", "shared", "data", "mnist10k.npz"))
+# eval.attacks with the training attacks at training settings (pgd10, cw10,
+# kl10) beside the standard ones, for the cross_attack report (GAIRAT, MAIL,
+# LRAT configs).
+CROSS_ATTACK_EVAL = ("natural", "fgsm", "pgd10", "pgd20", "cw10", "cw", "kl10")
 
 
 def base():
@@ -64,13 +68,26 @@ def base():
   c.eval.epsilon = mlc.config_dict.placeholder(float)
   c.eval.pgd_steps = 20
   c.eval.pgd_step_size = 2 / 255
+  # Step of pgd10 / cw10 / kl10 (the training attacks at training settings):
+  # None = attack.step_size, resolved in code (experiment.resolve).
+  c.eval.train_step_size = mlc.config_dict.placeholder(float)
   c.eval.cw_steps = 20
   c.eval.cw_step_size = 2 / 255
   c.eval.cw_confidence = 50.0
   c.eval.restarts = 1
   c.eval.tail_fraction = 0.3          # RA-Tail-30: the 30% weakest classes
   c.eval.max_examples = 0             # 0 = the whole test split
-  c.eval.reports = ()                 # extra reports (official/evaluation/reports.py)
+  # Extra reports (official/evaluation/reports.py); cross_attack: seen vs
+  # unseen attacks (cheap: it only groups the results of eval.attacks).
+  c.eval.reports = ("cross_attack",)
+  # Report eps_curve: test radii (() = eps_curve_points evenly in [0, 2 eps]).
+  c.eval.eps_curve = ()
+  c.eval.eps_curve_points = 9
+  c.eval.eps_curve_max_examples = 1000  # 0 = as eval.max_examples
+  # Report tail_examples: the k% test examples (k = tail_fraction) with the
+  # highest loss under this SavedModel (e.g. RUN/export of plain AT).
+  c.eval.reference_export = ""
+  c.eval.reference_loss = "pgd20"    # pgd20 | natural: the ranking loss
   return c
 
 

@@ -15,6 +15,7 @@ from official.core import trainer as trainer_lib
 from official.data import registry as data_registry
 from official.evaluation import reports
 from official.evaluation import robustness
+from official.evaluation import tail_examples
 from official.modeling import objectives
 from official.modeling import registry as model_registry
 from official.reweighting import registry as method_registry
@@ -90,6 +91,12 @@ def resolve(config):
   """Fills derived values that follow other keys (so they follow overrides)."""
   if config.eval.epsilon is None:
     config.eval.epsilon = float(config.attack.epsilon)
+  if config.eval.get("train_step_size", 0.0) is None:
+    config.eval.train_step_size = float(config.attack.step_size)
+  # Long-tailed training data: head/tail accuracy for every method.
+  if (config.data.imbalance.profile != "none"
+      and "groups" not in config.eval.reports):
+    config.eval.reports = tuple(config.eval.reports) + ("groups",)
   return config
 
 
@@ -113,6 +120,8 @@ def validate(config):
     raise ValueError(f"eval.epsilon must be in (0, 1], got {config.eval.epsilon}")
   robustness.attack_specs(config.eval)
   reports.check_names(config.eval.reports)
+  if "tail_examples" in config.eval.reports:  # its reference must exist now
+    tail_examples.check(config.eval)
   return objective, training_attack(config, objective)
 
 

@@ -96,7 +96,8 @@ class AdversarialTrainer(keras.Model):
         images=images, labels=labels, ids=ids,
         epoch=tf.cast(step // self.steps_per_epoch, tf.int32), step=step,
         global_batch_size=global_batch, attack=run_attack,
-        primary_attack=self.train_attack.name)
+        primary_attack=self.train_attack.name,
+        forward=lambda x: self.network(x, training=False)[0])
 
     # 1-2. Per-example budget, then every training attack (BN frozen).
     budget = self.method.attack_budget(ctx)
@@ -105,6 +106,7 @@ class AdversarialTrainer(keras.Model):
     for spec in (self.train_attack, *self.method.extra_attacks):
       variants[spec.name] = run_attack(spec, images, labels, epsilon, step_size)
     ctx.attack_stats = {name: stats for name, (_, stats) in variants.items()}
+    ctx.adversarial_inputs = {name: x for name, (x, _) in variants.items()}
 
     with tf.GradientTape() as tape:
       # 3. Training-mode forward passes, one per input (BN sees each batch

@@ -137,7 +137,7 @@ def load(data_cfg, *, batch_size: int, seed: int) -> DataBundle:
     train_ids = np.arange(len(labels), dtype=np.int64)
   else:
     n_max = imbalance.get("n_max", None)
-    if n_max is None:
+    if not n_max:  # None or the config's 0: the largest class of the split
       n_max = np.bincount(labels, minlength=num_classes).max()
     counts = long_tail.class_counts(profile, ratio, n_max, num_classes)
     train_ids = long_tail.select_indices(labels, counts,

@@ -8,6 +8,11 @@ report is one module and one entry in REPORTS.
 import dataclasses
 from typing import Callable
 
+from official.evaluation import cross_attack
+from official.evaluation import eps_curve
+from official.evaluation import groups
+from official.evaluation import tail_examples
+
 
 @dataclasses.dataclass
 class ReportContext:
@@ -20,7 +25,12 @@ class ReportContext:
   jit_compile: bool
 
 
-REPORTS = {}
+REPORTS = {
+    "groups": groups.report,
+    "eps_curve": eps_curve.report,
+    "tail_examples": tail_examples.report,
+    "cross_attack": cross_attack.report,
+}
 
 
 def check_names(names):

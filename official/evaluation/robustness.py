@@ -31,6 +31,18 @@ EVAL_ATTACKS = {
     "fgsm": lambda c: pgd.fgsm(c.epsilon),
     "pgd20": _pgd20,
     "cw": _cw,
+    # The training attacks (AT / LRAT's CW / TRADES) at training settings:
+    # K = 10, the training step (eval.train_step_size), their own starts.
+    "pgd10": lambda c: pgd.AttackSpec("pgd10", "ce", c.epsilon,
+                                      c.train_step_size, 10, "uniform",
+                                      restarts=c.restarts),
+    "cw10": lambda c: pgd.AttackSpec("cw10", "cw", c.epsilon,
+                                     c.train_step_size, 10, "uniform",
+                                     confidence=c.cw_confidence,
+                                     restarts=c.restarts),
+    "kl10": lambda c: pgd.AttackSpec("kl10", "kl", c.epsilon,
+                                     c.train_step_size, 10, "gaussian",
+                                     restarts=c.restarts),
 }
 
 

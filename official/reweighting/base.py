@@ -57,6 +57,10 @@ class StepContext:
   attack_stats: dict = dataclasses.field(default_factory=dict)
   terms: dict = dataclasses.field(default_factory=dict)     # {term: [B]}
   primary_attack: str = ""               # name of the objective's attack
+  # Per training attack name: its adversarial batch (no gradient), and the
+  # frozen-BN forward images -> logits the attacks use (DONE's implicit term).
+  adversarial_inputs: dict = dataclasses.field(default_factory=dict)
+  forward: Optional[Callable] = None
 
 
 class Method:

@@ -1,8 +1,22 @@
 """Reweighting methods by name. Adding a method: one module, one entry here."""
 from official.reweighting import base
+from official.reweighting import class_weights
+from official.reweighting import done
+from official.reweighting import gairat
+from official.reweighting import iaat
+from official.reweighting import lrat
+from official.reweighting import mail
+from official.reweighting import srat
 
 METHODS = {
     "none": base.Method,
+    "class_balanced": class_weights.ClassBalanced,
+    "srat": srat.SRAT,
+    "iaat": iaat.IAAT,
+    "done": done.DONE,
+    "gairat": gairat.GAIRAT,
+    "mail": mail.MAIL,
+    "lrat": lrat.LRAT,
 }
 
 

@@ -60,3 +60,10 @@ def test_default_workdir_names_config_and_presets():
   assert train.default_workdir("configs/lrat.py") == os.path.join("runs", "lrat")
   assert train.default_workdir("configs/mail.py:trades,mnist10k") == os.path.join(
       "runs", "mail-trades-mnist10k")
+
+
+def test_long_tailed_runs_report_head_and_tail_groups_for_any_method():
+  c = load(os.path.join(REPO, "configs", "at.py"), "digits")
+  assert "groups" not in experiment.resolve(c).eval.reports
+  c.data.imbalance.profile = "exp"   # --config.data.imbalance.profile=exp
+  assert "groups" in experiment.resolve(c).eval.reports
