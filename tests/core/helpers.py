@@ -31,3 +31,18 @@ def tiny_config(method_config="at", preset="digits", **overrides):
       node = node[p]
     node[leaf] = value
   return c
+
+
+def fit_steps(config, workdir, steps, steps_per_epoch=None):
+  """prepare() a run in `workdir` and fit `steps` steps of its first epoch.
+
+  steps_per_epoch, if given, shortens the trainer's epoch (it is read when
+  train_step is traced), so a method's burn-in switch falls within a few steps.
+  """
+  from official.core import experiment
+  run = experiment.prepare(config, str(workdir))
+  if steps_per_epoch:
+    run.trainer.steps_per_epoch = steps_per_epoch
+  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
+                  verbose=0)
+  return run

@@ -38,10 +38,7 @@ def _register_test_method(monkeypatch):
 
 def _train(distribute, tmp_path, steps=3, **overrides):
   config = helpers.tiny_config(distribute=distribute, **overrides)
-  run = experiment.prepare(config, str(tmp_path / distribute))
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  return helpers.fit_steps(config, tmp_path / distribute, steps)
 
 
 @pytest.mark.parametrize("method,objective", [("none", "at"),

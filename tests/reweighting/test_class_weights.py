@@ -111,10 +111,7 @@ def test_method_weights_every_objective_term():
 def _train(distribute, tmp_path, preset, steps=3, **overrides):
   config = helpers.tiny_config("srat", preset, distribute=distribute,
                                **overrides)
-  run = experiment.prepare(config, str(tmp_path / distribute))
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  return helpers.fit_steps(config, tmp_path / distribute, steps)
 
 
 def test_class_balanced_two_replicas_equal_one_device(tmp_path):

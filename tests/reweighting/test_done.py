@@ -249,10 +249,7 @@ def _train(distribute, tmp_path, steps=3, name=None, **overrides):
              **overrides}
   config = helpers.tiny_config("done", "digits", distribute=distribute,
                                **options)
-  run = experiment.prepare(config, str(tmp_path / (name or distribute)))
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  return helpers.fit_steps(config, tmp_path / (name or distribute), steps)
 
 
 def _network(run):

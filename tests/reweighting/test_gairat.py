@@ -139,11 +139,7 @@ def test_configs():
 
 def _train(tmp_path, name, method="gairat", steps=4, **overrides):
   config = helpers.tiny_config(method, "digits", **overrides)
-  run = experiment.prepare(config, str(tmp_path / name))
-  run.trainer.steps_per_epoch = 2  # read when train_step is traced
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  return helpers.fit_steps(config, tmp_path / name, steps, steps_per_epoch=2)
 
 
 def test_lambda_inf_trains_exactly_as_at(tmp_path):

@@ -151,11 +151,8 @@ def _train(distribute, tmp_path, steps=4):
   """Warm-up for steps 1-2 (epoch 0), the search for 3-4 (epoch 1)."""
   config = helpers.tiny_config("iaat", "digits", distribute=distribute,
                                **{"reweighting.warmup_epochs": 1})
-  run = experiment.prepare(config, str(tmp_path / distribute))
-  run.trainer.steps_per_epoch = 2  # read when train_step is traced
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  return helpers.fit_steps(config, tmp_path / distribute, steps,
+                           steps_per_epoch=2)
 
 
 def test_two_replicas_equal_one_device_and_resume(tmp_path):

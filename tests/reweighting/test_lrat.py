@@ -157,11 +157,9 @@ def test_configs_and_design_card_defaults():
 def _train(tmp_path, distribute, steps=4):
   config = helpers.tiny_config("lrat", "digits", distribute=distribute,
                                **{"reweighting.burn_in_epochs": 1})
-  run = experiment.prepare(config, str(tmp_path / distribute))
-  run.trainer.steps_per_epoch = 2  # burn-in steps 1-2, LRAT 3-4
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  # Burn-in steps 1-2, LRAT 3-4.
+  return helpers.fit_steps(config, tmp_path / distribute, steps,
+                           steps_per_epoch=2)
 
 
 def test_two_replicas_equal_one_device_and_resume(tmp_path):

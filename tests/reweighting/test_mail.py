@@ -107,11 +107,9 @@ def test_configs():
 def _train(tmp_path, distribute, steps=4):
   config = helpers.tiny_config("mail", "trades,digits", distribute=distribute,
                                **{"reweighting.burn_in_epochs": 1})
-  run = experiment.prepare(config, str(tmp_path / distribute))
-  run.trainer.steps_per_epoch = 2  # burn-in steps 1-2, MAIL-TRADES 3-4
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  # Burn-in steps 1-2, MAIL-TRADES 3-4.
+  return helpers.fit_steps(config, tmp_path / distribute, steps,
+                           steps_per_epoch=2)
 
 
 def test_two_replicas_equal_one_device_and_resume(tmp_path):

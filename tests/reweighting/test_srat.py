@@ -128,10 +128,7 @@ def test_bad_options(tmp_path):
 def _train(distribute, tmp_path, preset, steps=3, **overrides):
   config = helpers.tiny_config("srat", preset, distribute=distribute,
                                **overrides)
-  run = experiment.prepare(config, str(tmp_path / distribute))
-  run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
-                  verbose=0)
-  return run
+  return helpers.fit_steps(config, tmp_path / distribute, steps)
 
 
 @pytest.mark.parametrize("preset", ["digits,focal", "digits,ldam,supcon"])
