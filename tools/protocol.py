@@ -69,7 +69,10 @@ def table(entries, seeds, root):
       with open(path) as f:
         results = json.load(f)
       for c in _COLUMNS.value:
-        values[c].append(100 * lookup(results, c))
+        try:
+          values[c].append(100 * lookup(results, c))
+        except KeyError:  # not evaluated in this run: shown as "–"
+          pass
     cells = [f"{np.mean(v):.2f} ± {np.std(v):.2f}" if v else "–"
              for v in values.values()]
     lines.append(f"| {entry} ({done} seeds) | " + " | ".join(cells) + " |")
