@@ -18,6 +18,7 @@ from official.evaluation import robustness
 from official.evaluation import tail_examples
 from official.modeling import objectives
 from official.modeling import registry as model_registry
+from official.reweighting import base as method_base
 from official.reweighting import registry as method_registry
 
 DISTRIBUTE = ("default", "mirrored")
@@ -35,15 +36,10 @@ class Run:
   initial_epoch: int
 
 
-def _check_choice(key, value, valid):
-  if value not in valid:
-    raise ValueError(f"unknown {key} '{value}'; valid: {', '.join(valid)}")
-
-
 def use_xla(setting):
   """`auto`: XLA on GPUs only. Measured on the 2-core CPU (README benchmark),
   XLA made the PGD loop slower than graph mode, so CPUs run without it."""
-  _check_choice("xla", setting, XLA)
+  method_base.check_choice("xla", setting, XLA)
   if setting == "auto":
     return bool(tf.config.list_physical_devices("GPU"))
   return setting == "on"
@@ -58,7 +54,7 @@ def make_strategy(name):
   One MirroredStrategy per process: a second instance reuses collective
   instance keys of the first and its all-reduces fail with shape mismatches.
   """
-  _check_choice("distribute", name, DISTRIBUTE)
+  method_base.check_choice("distribute", name, DISTRIBUTE)
   if name == "mirrored":
     if not _MIRRORED:
       gpus = tf.config.list_logical_devices("GPU")
@@ -106,12 +102,10 @@ def validate(config):
   for key in ("epochs", "batch_size"):
     if int(config[key]) <= 0:
       raise ValueError(f"{key} must be positive, got {config[key]}")
-  _check_choice("distribute", config.distribute, DISTRIBUTE)
-  _check_choice("xla", config.xla, XLA)
+  method_base.check_choice("distribute", config.distribute, DISTRIBUTE)
+  method_base.check_choice("xla", config.xla, XLA)
   objective = objectives.get_objective(config.objective.name)
-  if config.reweighting.name not in method_registry.METHODS:
-    raise ValueError(f"unknown reweighting.name '{config.reweighting.name}'; "
-                     f"valid: {', '.join(sorted(method_registry.METHODS))}")
+  method_registry.check_name(config.reweighting.name)
   for key in ("epsilon",):
     value = float(config.attack[key])
     if not 0.0 < value <= 1.0:

@@ -108,6 +108,13 @@ class Method:
     del workdir
 
 
+def check_choice(key, value, valid):
+  """One-line error for a config value outside its choices (keys spelt in full)."""
+  if value not in valid:
+    raise ValueError(f"unknown {key} '{value}'; valid: {', '.join(valid)}")
+  return value
+
+
 def global_sum(value):
   """Sum of `value` over all replicas (identity on one device)."""
   ctx = tf.distribute.get_replica_context()

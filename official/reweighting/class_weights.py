@@ -96,9 +96,7 @@ class ClassBalanced(base.Method):
         float(cfg.get("beta", 0.9999)))
     self.defer = defer_epoch(cfg.get("defer_epochs", -1), config.epochs)
     self.normalize = cfg.get("normalize", "batch")
-    if self.normalize not in NORMALIZE:
-      raise ValueError(f"unknown reweighting.normalize '{self.normalize}'; "
-                       f"valid: {', '.join(NORMALIZE)}")
+    base.check_choice("reweighting.normalize", self.normalize, NORMALIZE)
     objective = objectives.get_objective(config.objective.name)
     valid = tuple(objective.coefficients(config.objective))
     self.weighted_terms = tuple(cfg.get("terms", ()) or valid)

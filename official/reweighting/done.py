@@ -124,11 +124,8 @@ class DONE(base.Method):
     self.clip = float(cfg.get("clip", 0.0) or 0.0)
     self.burn_in = int(cfg.get("burn_in_epochs", 0))
     self.implicit = cfg.get("implicit", "none")
-    for key, value, valid in (("normaliser", self.normaliser, NORMALISERS),
-                              ("implicit", self.implicit, IMPLICIT)):
-      if value not in valid:
-        raise ValueError(f"unknown reweighting.{key} '{value}'; valid: "
-                         f"{', '.join(valid)}")
+    base.check_choice("reweighting.normaliser", self.normaliser, NORMALISERS)
+    base.check_choice("reweighting.implicit", self.implicit, IMPLICIT)
     for key, ok in (("r", self.r > 0), ("beta", 0 < self.beta <= 1),
                     ("clip", self.clip >= 0),
                     ("burn_in_epochs", self.burn_in >= 0)):

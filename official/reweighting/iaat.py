@@ -87,9 +87,7 @@ class IAAT(base.Method):
   def __init__(self, cfg, *, config, data):
     super().__init__(cfg, config=config, data=data)
     search_bn = cfg.get("search_bn", "frozen")
-    if search_bn not in SEARCH_BN:
-      raise ValueError(f"unknown reweighting.search_bn '{search_bn}'; valid: "
-                       f"{', '.join(SEARCH_BN)}")
+    base.check_choice("reweighting.search_bn", search_bn, SEARCH_BN)
     if search_bn == "train":
       raise ValueError(SEARCH_BN_TRAIN)
     attack = config.attack

@@ -110,11 +110,8 @@ class LRAT(base.Method):
     super().__init__(cfg, config=config, data=data)
     self.form = cfg.get("form", "local")
     self.safeness = cfg.get("safeness", "gairat")
-    for key, value, valid in (("form", self.form, FORMS),
-                              ("safeness", self.safeness, SAFENESS)):
-      if value not in valid:
-        raise ValueError(f"unknown reweighting.{key} '{value}'; valid: "
-                         f"{', '.join(valid)}")
+    base.check_choice("reweighting.form", self.form, FORMS)
+    base.check_choice("reweighting.safeness", self.safeness, SAFENESS)
     needed = FORM_OBJECTIVE[self.form]
     if config.objective.name != needed:
       raise ValueError(f"reweighting.form '{self.form}' needs objective.name "

@@ -22,8 +22,9 @@ METHODS = {
 
 def build_method(cfg, *, config, data):
   """cfg: config.reweighting (its `name` picks the method)."""
-  name = cfg.name
-  if name not in METHODS:
-    raise ValueError(f"unknown reweighting.name '{name}'; valid: "
-                     f"{', '.join(sorted(METHODS))}")
+  name = check_name(cfg.name)
   return METHODS[name](cfg, config=config, data=data)
+
+
+def check_name(name):
+  return base.check_choice("reweighting.name", name, sorted(METHODS))

@@ -134,12 +134,8 @@ class SRAT(class_weights.ClassBalanced):
     super().__init__(cfg, config=config, data=data)
     self.loss = cfg.get("loss", "ce")
     self.sep = cfg.get("sep", "triplet")
-    if self.loss not in LOSSES:
-      raise ValueError(f"unknown reweighting.loss '{self.loss}'; valid: "
-                       f"{', '.join(LOSSES)}")
-    if self.sep not in SEPARATIONS:
-      raise ValueError(f"unknown reweighting.sep '{self.sep}'; valid: "
-                       f"{', '.join(SEPARATIONS)}")
+    base.check_choice("reweighting.loss", self.loss, LOSSES)
+    base.check_choice("reweighting.sep", self.sep, SEPARATIONS)
     if self.loss != "ce" and config.objective.name != "at":
       raise ValueError(f"reweighting.loss '{self.loss}' replaces AT's 'adv' "
                        f"term; it needs objective.name 'at', got "
