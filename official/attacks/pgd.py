@@ -22,6 +22,7 @@ import dataclasses
 import tensorflow as tf
 
 from official.attacks import losses
+from official.core import replicas
 
 LOSSES = ("ce", "cw", "kl")
 RANDOM_STARTS = ("uniform", "gaussian", "none")
@@ -71,18 +72,15 @@ def random_start_noise(kind, shape, seed, gaussian_std=0.001):
   stateless seed and keeps its own slice, so a 2-replica run starts PGD exactly
   where a 1-device run does, and replicas never share a start.
   """
-  ctx = tf.distribute.get_replica_context()
-  replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-  replica = ctx.replica_id_in_sync_group if ctx is not None else 0
   local = shape[0]
-  global_shape = tf.concat([[local * replicas], shape[1:]], axis=0)
+  global_shape = tf.concat([[local * replicas.num_replicas()], shape[1:]], 0)
   if kind == "uniform":
     noise = tf.random.stateless_uniform(global_shape, seed, -1.0, 1.0)
   elif kind == "gaussian":
     noise = gaussian_std * tf.random.stateless_normal(global_shape, seed)
   else:
     noise = tf.zeros(global_shape)
-  return noise[replica * local:(replica + 1) * local]
+  return replicas.local_rows(noise, local)
 
 
 def _per_example(value, batch):

@@ -1,5 +1,6 @@
 """Checkpoint/resume and per-epoch TensorBoard summaries for `fit()`."""
 import os
+import time
 
 import keras
 import numpy as np
@@ -82,3 +83,38 @@ class EpochSummaries(keras.callbacks.Callback):
         else:
           tf.summary.histogram(f"method/{name}", values, step=step)
     self.writer.flush()
+
+
+class Progress(keras.callbacks.Callback):
+  """A progress bar of the headline metrics, and one full line per epoch.
+
+  Keras's own bar shows every value `train_step` returns (each term's weight
+  mean / max / min, the method's metrics): too many for a terminal. Here the
+  bar (terminals only) shows HEADLINE; the end-of-epoch line, which is what
+  log files keep, shows everything.
+  """
+  HEADLINE = ("loss", "clean_accuracy", "adversarial_accuracy")
+
+  def __init__(self, epochs, steps_per_epoch, live):
+    super().__init__()
+    self.epochs = int(epochs)
+    self.steps = int(steps_per_epoch)
+    self.live = bool(live)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.start = time.time()
+    if self.live:
+      print(f"Epoch {epoch + 1}/{self.epochs}")
+      self.bar = keras.utils.Progbar(self.steps, unit_name="step",
+                                     stateful_metrics=self.HEADLINE)
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.live:
+      self.bar.update(batch + 1, [(k, float(logs[k])) for k in self.HEADLINE
+                                  if k in (logs or {})])
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = time.time() - self.start
+    values = " - ".join(f"{k}: {float(v):.4g}" for k, v in (logs or {}).items())
+    print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.0f}s - "
+          f"{1000 * seconds / self.steps:.0f}ms/step - {values}", flush=True)

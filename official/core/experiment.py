@@ -187,9 +187,10 @@ def train_and_evaluate(run):
         run.data.train(run.initial_epoch, epochs),
         epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
         steps_per_epoch=run.data.steps_per_epoch,
-        # A live progress bar on a terminal, one line per epoch in log files.
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=0,  # callbacks.Progress instead of Keras's bar
         callbacks=[
+            callbacks.Progress(epochs, run.data.steps_per_epoch,
+                               live=sys.stdout.isatty()),
             callbacks.CheckpointCallback(run.checkpointer),
             keras.callbacks.TensorBoard(os.path.join(workdir, "tb")),
             callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),

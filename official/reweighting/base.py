@@ -36,6 +36,8 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from official.core import replicas
+
 
 @dataclasses.dataclass
 class StepContext:
@@ -115,20 +117,9 @@ def check_choice(key, value, valid):
   return value
 
 
-def global_sum(value):
-  """Sum of `value` over all replicas (identity on one device)."""
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return value
-  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-def global_gather(value):
-  """Concatenation of `value` over replicas along axis 0, in replica order."""
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return value
-  return ctx.all_gather(value, axis=0)
+# Global-batch reductions for methods (official/core/replicas.py).
+global_sum = replicas.global_sum
+global_gather = replicas.global_gather
 
 
 class PerExampleMemory:

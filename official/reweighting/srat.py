@@ -49,6 +49,7 @@ import tensorflow as tf
 from absl import logging
 
 from official.attacks import losses
+from official.core import replicas
 from official.reweighting import base
 from official.reweighting import class_weights
 
@@ -117,12 +118,7 @@ def own_anchor_terms(fn, z, labels):
   concatenates them in replica order.
   """
   values = fn(base.global_gather(z), base.global_gather(labels))
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return values
-  size = tf.shape(z)[0]
-  start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * size
-  return values[start:start + size]
+  return replicas.local_rows(values, tf.shape(z)[0])
 
 
 class SRAT(class_weights.ClassBalanced):
