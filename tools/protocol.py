@@ -2,13 +2,18 @@ r"""Runs the small-scale protocol (shared/specs/protocol.md) and tabulates it.
 
   python -m tools.protocol --methods=at,gairat,mail,lrat --seeds=0,1,2
   python -m tools.protocol --methods=at,gairat --table_only      # just the table
+  python -m tools.protocol --methods=at,iaat --table_only --eps_curve
 
 Each entry of --methods is `config[:presets]`; `--preset` (default `mnist10k`)
 is appended, so `mail:trades` runs `configs/mail.py:trades,mnist10k`. Runs go
 to `--root/<entry>-s<seed>` via `python -m official.train` (one process each,
 as a user would run them); a run whose eval.json exists is not run again, and
 an interrupted one resumes from its checkpoint. The table (mean ± std over
-seeds, in %) is printed as markdown and written to `--root/table.md`.
+seeds, in %; std is the sample std, n - 1; a single seed shows its value) is
+printed as markdown and written to `--root/table.md`. With `--eps_curve`, the
+runs' `eps_curve` reports (accuracy against test epsilon) are averaged the same
+way into `--root/eps_curve.md` and plotted, mean ± std band per entry, in
+`--root/eps_curve.png`.
 """
 import json
 import os
@@ -27,6 +32,8 @@ _PRESET = flags.DEFINE_string("preset", "mnist10k", "Preset appended to each ent
 _ROOT = flags.DEFINE_string("root", "runs/protocol", "Where runs are written.")
 _OVERRIDES = flags.DEFINE_list("overrides", [], "Extra --config.k=v for every run.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only tabulate existing runs.")
+_EPS_CURVE = flags.DEFINE_bool("eps_curve", False,
+                               "Also average and plot the eps_curve reports.")
 _COLUMNS = flags.DEFINE_list(
     "columns", ["natural", "fgsm", "pgd20", "cw", "pgd20.worst_class",
                 "cw.worst_class"],
@@ -55,28 +62,90 @@ def lookup(results, column):
   return node["accuracy"] if isinstance(node, dict) else node
 
 
-def table(entries, seeds, root):
-  header = "| method | " + " | ".join(_COLUMNS.value) + " |"
-  lines = [header, "|" + "---|" * (len(_COLUMNS.value) + 1)]
-  for entry in entries:
-    values = {c: [] for c in _COLUMNS.value}
-    done = 0
-    for seed in seeds:
-      path = os.path.join(root, f"{run_name(entry)}-s{seed}", "eval.json")
-      if not os.path.exists(path):
-        continue
-      done += 1
+def mean_std(values):
+  """'m ± s' (sample std) in %, the value alone for one seed, '–' for none."""
+  if not values:
+    return "–"
+  if len(values) == 1:
+    return f"{values[0]:.2f}"
+  return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def seeds_label(n):
+  return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def load_results(entry, seeds, root):
+  """{seed: eval.json} for the seeds of `entry` that have finished."""
+  results = {}
+  for seed in seeds:
+    path = os.path.join(root, f"{run_name(entry)}-s{seed}", "eval.json")
+    if os.path.exists(path):
       with open(path) as f:
-        results = json.load(f)
-      for c in _COLUMNS.value:
+        results[seed] = json.load(f)
+  return results
+
+
+def table(entries, seeds, root, columns):
+  header = "| method | " + " | ".join(columns) + " |"
+  lines = [header, "|" + "---|" * (len(columns) + 1)]
+  for entry in entries:
+    runs = load_results(entry, seeds, root)
+    values = {c: [] for c in columns}
+    for results in runs.values():
+      for c in columns:
         try:
           values[c].append(100 * lookup(results, c))
         except KeyError:  # not evaluated in this run: shown as "–"
           pass
-    cells = [f"{np.mean(v):.2f} ± {np.std(v):.2f}" if v else "–"
-             for v in values.values()]
-    lines.append(f"| {entry} ({done} seeds) | " + " | ".join(cells) + " |")
+    cells = [mean_std(v) for v in values.values()]
+    lines.append(f"| {entry} ({seeds_label(len(runs))}) | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def eps_curves(entries, seeds, root):
+  """{entry: (epsilons, [seeds x radii] accuracy in %)} over runs that have one."""
+  curves = {}
+  for entry in entries:
+    found = [r["eps_curve"] for r in load_results(entry, seeds, root).values()
+             if "eps_curve" in r]
+    if not found:
+      continue
+    radii = found[0]["epsilons"]
+    if any(c["epsilons"] != radii for c in found):
+      raise ValueError(f"{entry}: runs have eps_curve reports at different radii")
+    curves[entry] = (radii, 100 * np.array([c["accuracy"] for c in found]))
+  return curves
+
+
+def eps_curve_table(curves):
+  radii = next(iter(curves.values()))[0]
+  lines = ["| method | " + " | ".join(f"ε {e:g}" for e in radii) + " |",
+           "|" + "---|" * (len(radii) + 1)]
+  for entry, (eps, acc) in curves.items():
+    if eps != radii:
+      raise ValueError(f"{entry}: eps_curve radii differ from the other entries")
+    cells = [mean_std(list(acc[:, j])) for j in range(len(eps))]
+    lines.append(f"| {entry} ({seeds_label(len(acc))}) | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def plot_eps_curves(curves, path):
+  from matplotlib.figure import Figure  # only this output needs matplotlib
+  fig = Figure(figsize=(5.5, 3.8))
+  ax = fig.add_subplot()
+  for entry, (eps, acc) in curves.items():
+    mean = acc.mean(axis=0)
+    line, = ax.plot(eps, mean, "o-", label=f"{entry} ({seeds_label(len(acc))})")
+    if len(acc) > 1:
+      std = acc.std(axis=0, ddof=1)
+      ax.fill_between(eps, mean - std, mean + std, color=line.get_color(),
+                      alpha=0.2)
+  ax.set_xlabel("test ε (L∞)")
+  ax.set_ylabel("PGD-20 accuracy (%)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
 
 
 def main(argv):
@@ -95,10 +164,19 @@ def main(argv):
         with open(os.path.join(workdir, "log.txt"), "a") as log:
           subprocess.run(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT,
                          check=True)
-  text = table(_METHODS.value, _SEEDS.value, root)
+  text = table(_METHODS.value, _SEEDS.value, root, _COLUMNS.value)
   with open(os.path.join(root, "table.md"), "w") as f:
     f.write(text + "\n")
   print(text)
+  if _EPS_CURVE.value:
+    curves = eps_curves(_METHODS.value, _SEEDS.value, root)
+    if not curves:
+      raise SystemExit(f"error: no eps_curve report in the runs under {root}")
+    text = eps_curve_table(curves)
+    with open(os.path.join(root, "eps_curve.md"), "w") as f:
+      f.write(text + "\n")
+    plot_eps_curves(curves, os.path.join(root, "eps_curve.png"))
+    print(text)
 
 
 if __name__ == "__main__":
