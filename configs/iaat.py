@@ -47,7 +47,9 @@ def get_config(arg=None):
       "eps_cap": 0.0,           # 0 = no cap (official); else eps_i <= eps_cap
       # Floor of the per-example step; None = attack.step_size.
       "min_step": common.mlc.config_dict.placeholder(float),
-      "search_bn": "frozen",    # frozen (training=False) | train (rejected)
+      # BN in the clean check and search: frozen (training=False) | train
+      # (batch statistics, as the official code; running stats not updated).
+      "search_bn": "frozen",
   })
   c.eval.reports = ("eps_curve",)
   return common.apply_presets(c, arg, {"digits": digits,

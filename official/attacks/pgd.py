@@ -26,6 +26,11 @@ from official.core import replicas
 
 LOSSES = ("ce", "cw", "kl")
 RANDOM_STARTS = ("uniform", "gaussian", "none")
+# BatchNorm during the attack's forwards: frozen (training=False, the moving
+# averages) | batch (the attacked batch's own statistics, moving averages NOT
+# updated: the forward is stateless, so the PGD loop stays free of variable
+# writes). The trainer builds the forward; evaluation attacks are frozen.
+BN_MODES = ("frozen", "batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +45,7 @@ class AttackSpec:
   gaussian_std: float = 0.001   # TRADES / MART start: x + 0.001·N(0, 1)
   confidence: float = 50.0      # CW margin confidence
   restarts: int = 1
+  bn: str = "frozen"             # frozen | batch (see BN_MODES)
 
   def __post_init__(self):
     if self.loss not in LOSSES:
@@ -48,6 +54,9 @@ class AttackSpec:
     if self.random_start not in RANDOM_STARTS:
       raise ValueError(f"attack '{self.name}': unknown random_start "
                        f"'{self.random_start}'; valid: {', '.join(RANDOM_STARTS)}")
+    if self.bn not in BN_MODES:
+      raise ValueError(f"attack '{self.name}': unknown bn '{self.bn}'; "
+                       f"valid: {', '.join(BN_MODES)}")
     if not 0.0 < self.epsilon <= 1.0:
       raise ValueError(f"attack '{self.name}': epsilon must be in (0, 1] for "
                        f"[0,1] images, got {self.epsilon}")

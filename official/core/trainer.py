@@ -69,9 +69,28 @@ class AdversarialTrainer(keras.Model):
   def attack_fn(self, spec):
     """The compiled attack for `spec` (cached; one XLA program per spec)."""
     if spec not in self._attacks:
-      forward = lambda x: self.network(x, training=False)[0]  # noqa: E731
-      self._attacks[spec] = pgd.make_attack(forward, spec, self.jit_compile)
+      self._attacks[spec] = pgd.make_attack(self.attack_forward(spec.bn), spec,
+                                            self.jit_compile)
     return self._attacks[spec]
+
+  def attack_forward(self, bn="frozen"):
+    """x -> logits for attacks: frozen BN, or batch statistics (`bn: batch`).
+
+    `batch` goes through `stateless_call`, which returns the BN moving
+    averages it would have written instead of assigning them: batch statistics
+    inside the XLA PGD loop without a variable write (the moving averages stay
+    those of the training forwards). Dropout, if any, is also in train mode.
+    """
+    network = self.network
+    if bn == "frozen":
+      return lambda x: network(x, training=False)[0]
+
+    def forward(x):
+      outputs, _ = network.stateless_call(
+          [v.value for v in network.trainable_variables],
+          [v.value for v in network.non_trainable_variables], x, training=True)
+      return outputs[0]
+    return forward
 
   def _seed(self, step, spec):
     # Stateless seeds from (config seed, step, attack name): resumed runs and
@@ -97,7 +116,7 @@ class AdversarialTrainer(keras.Model):
         epoch=tf.cast(step // self.steps_per_epoch, tf.int32), step=step,
         global_batch_size=global_batch, attack=run_attack,
         primary_attack=self.train_attack.name,
-        forward=lambda x: self.network(x, training=False)[0])
+        forward=self.attack_forward())
 
     # 1-2. Per-example budget, then every training attack (BN frozen).
     budget = self.method.attack_budget(ctx)

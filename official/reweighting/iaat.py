@@ -26,10 +26,14 @@ attack.step_size (2/255), 10 warm-up epochs, no cap. An example with eps_i = 0
 trains on itself (PGD's projection keeps x).
 
 Where this differs from the official code:
-  - BN: the clean check and the search attacks run with frozen BN
-    (training=False), like every attack here. The official code runs them with
-    the model in train mode (batch statistics, and every forward updates the
-    running statistics). `search_bn: train` is rejected (see SEARCH_BN_TRAIN).
+  - BN (`search_bn`): by default the clean check and the search attacks run
+    with frozen BN (training=False), like every attack here. The official
+    code runs them with the model in train mode: batch statistics, and every
+    search forward also updates the running statistics. `search_bn: train`
+    gives the batch statistics (AttackSpec bn="batch", a stateless forward)
+    but leaves the running statistics to the training forwards: a variable
+    write inside the XLA PGD loop is what this library never does. The
+    training attack itself stays frozen, as in every method here.
   - `eps_cap` (default 0 = none) is an option the official code lacks; it also
     caps the warm-up value.
   - The library's WRN for "WRN-32-10" (Madry's counting, 5 blocks per group) is
@@ -44,12 +48,7 @@ import tensorflow as tf
 from official.attacks import pgd
 from official.reweighting import base
 
-SEARCH_BN = ("frozen", "train")
-SEARCH_BN_TRAIN = (
-    "reweighting.search_bn 'train' (the official code's BN mode for the eps "
-    "search) is not implemented: a training-mode forward writes BatchNorm "
-    "moving statistics, a variable write the nested (XLA) PGD function must "
-    "not do; use 'frozen'")
+SEARCH_BN = {"frozen": "frozen", "train": "batch"}  # -> AttackSpec.bn
 
 
 def update_rule(eps, robust_at_eps, robust_above, clean_correct, *, gamma,
@@ -87,9 +86,8 @@ class IAAT(base.Method):
   def __init__(self, cfg, *, config, data):
     super().__init__(cfg, config=config, data=data)
     search_bn = cfg.get("search_bn", "frozen")
-    base.check_choice("reweighting.search_bn", search_bn, SEARCH_BN)
-    if search_bn == "train":
-      raise ValueError(SEARCH_BN_TRAIN)
+    base.check_choice("reweighting.search_bn", search_bn, tuple(SEARCH_BN))
+    bn = SEARCH_BN[search_bn]
     attack = config.attack
     self.eps_max = float(attack.epsilon)
     self.steps = int(attack.steps)
@@ -109,12 +107,13 @@ class IAAT(base.Method):
     # The spec's epsilon / step are placeholders: every call passes [B] ones.
     step = float(attack.step_size)
     self.search_specs = tuple(
-        pgd.AttackSpec(name, "ce", self.eps_max, step, self.steps, "uniform")
+        pgd.AttackSpec(name, "ce", self.eps_max, step, self.steps, "uniform",
+                       bn=bn)
         for name in ("iaat_search_at_eps", "iaat_search_above_eps"))
-    # f(x) with frozen BN through the step's attack helper: a one-step attack
-    # with a zero radius returns x itself and its logits.
+    # f(x) through the step's attack helper (same BN mode as the search): a
+    # one-step attack with a zero radius returns x itself and its logits.
     self.clean_spec = pgd.AttackSpec("iaat_clean", "ce", self.eps_max, step, 1,
-                                     "none")
+                                     "none", bn=bn)
 
   def build_state(self):
     self.memory = base.PerExampleMemory("iaat_eps", self.data.num_ids, 0.0)

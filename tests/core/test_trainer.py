@@ -106,3 +106,32 @@ def test_weight_decay_is_coupled_and_not_doubled_across_replicas(tmp_path):
     apply()
     np.testing.assert_allclose(variables[0].numpy(), before[0] * (1 - 0.5 * 0.1),
                                rtol=1e-5)
+
+
+def test_batch_statistics_attack_forward_writes_no_bn_state(tmp_path):
+  """AttackSpec bn='batch': BN uses the attacked batch's statistics (logits
+  equal a training-mode forward), yet the moving averages stay untouched."""
+  import ml_collections
+  from official.attacks import pgd
+  config = helpers.tiny_config()
+  config.model = ml_collections.ConfigDict(
+      {"name": "wide_resnet", "depth": 10, "width": 1})
+  run = experiment.prepare(config, str(tmp_path))
+  network = run.trainer.network
+  x = next(iter(run.data.test()))["image"][:16]
+  x = tf.cast(x, tf.float32)
+  labels = tf.zeros([16], tf.int32)
+  moving = [v.numpy().copy() for v in network.non_trainable_variables]
+  assert moving, "the model must have BN moving averages for this test"
+  spec = pgd.AttackSpec("probe", "ce", 0.1, 0.02, 2, "none", bn="batch")
+  with run.strategy.scope():
+    x_adv, stats = run.trainer.attack_fn(spec)(x, labels, tf.constant([0, 0]))
+  for before, v in zip(moving, network.non_trainable_variables):
+    np.testing.assert_array_equal(before, v.numpy())
+  frozen = network(x_adv, training=False)[0].numpy()
+  batch = network(x_adv, training=True)[0].numpy()  # (this one writes BN)
+  np.testing.assert_allclose(stats["logits"].numpy(), batch, atol=1e-4)
+  assert np.abs(frozen - batch).max() > 1e-2  # the two modes do differ
+  with pytest.raises(ValueError, match=r"attack 'probe': unknown bn 'train'; "
+                     r"valid: frozen, batch"):
+    pgd.AttackSpec("probe", bn="train")

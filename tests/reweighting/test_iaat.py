@@ -125,8 +125,11 @@ def test_budget_warmup_then_search_on_scripted_outcomes():
 def test_options_and_errors():
   assert _method(min_step=0.005).min_step == 0.005
   assert _method().min_step == 0.01  # None: the training step
-  with pytest.raises(ValueError, match=r"search_bn 'train' .* not implemented"):
-    _method(search_bn="train")
+  # BN mode of the clean check and both searches (the training attack is the
+  # trainer's, always frozen).
+  frozen, train = _method(), _method(search_bn="train")
+  for method, bn in ((frozen, "frozen"), (train, "batch")):
+    assert [s.bn for s in (method.clean_spec, *method.search_specs)] == [bn] * 3
   with pytest.raises(ValueError, match=r"unknown reweighting.search_bn 'x'"):
     _method(search_bn="x")
   with pytest.raises(ValueError, match=r"reweighting.gamma out of range"):
@@ -198,3 +201,17 @@ def test_two_replicas_equal_one_device_and_resume(tmp_path):
   assert np.ndim(summaries["eps_median"]) == 0
   with open(tmp_path / "artifacts" / "eps_summary.json") as f:
     assert json.load(f)["eps_mean"] == pytest.approx(summaries["eps_mean"])
+
+
+def test_train_mode_search_on_a_batchnorm_model(tmp_path):
+  """search_bn=train end to end (BN model, XLA PGD): warm-up, then a search;
+  the memory takes only the values the rule allows from its start."""
+  config = helpers.tiny_config("iaat", "digits", xla="on", **{
+      "reweighting.warmup_epochs": 1, "reweighting.search_bn": "train"})
+  config.model = ml_collections.ConfigDict(
+      {"name": "wide_resnet", "depth": 10, "width": 1})
+  run = helpers.fit_steps(config, tmp_path, 4, steps_per_epoch=2)
+  memory = run.trainer.method.memory.numpy()
+  values = set(np.unique(np.round(memory.astype(np.float64), 6)).tolist())
+  assert values <= {0.0, 0.0024, 0.1} and 0.1 in values
+  assert "iaat_search_at_eps" in {s.name for s in run.trainer._attacks}
