@@ -234,7 +234,7 @@ def test_configs():
               1.0, 0.1, "ema", "none", 0)
   for preset in ("mnist10k", "digits"):
     c = done_config.get_config(preset)
-    assert (c.reweighting.r, c.reweighting.burn_in_epochs) == (1.0, 5)
+    assert (c.reweighting.r, c.reweighting.burn_in_epochs) == (5.0, 5)
   c = done_config.get_config("cifar10_lt")
   assert (c.data.name, c.data.imbalance.profile, c.data.imbalance.ratio) == (
       "cifar10", "exp", 100.0)
