@@ -38,7 +38,8 @@ _COLUMNS = flags.DEFINE_list(
     "columns", ["natural", "fgsm", "pgd20", "cw", "pgd20.worst_class",
                 "cw.worst_class"],
     "eval.json fields: `attack` (its accuracy) or `attack.field` or "
-    "`report.key.field` (e.g. groups.pgd20.tail).")
+    "`report.key.field` (e.g. groups.pgd20.tail), or `a-b`, the difference of "
+    "two of those per run (e.g. cw-pgd20).")
 
 
 def run_name(entry):
@@ -55,6 +56,10 @@ def command(entry, seed, workdir):
 
 
 def lookup(results, column):
+  """A column's value in one eval.json; `a-b` is the per-run difference."""
+  if "-" in column:
+    first, second = column.split("-", 1)
+    return lookup(results, first) - lookup(results, second)
   node = results
   keys = column.split(".")
   for key in keys:

@@ -36,6 +36,10 @@ def test_table_mean_and_sample_std(tmp_path):
   # One seed: its value, no spread; missing runs: a row of dashes.
   assert rows[3] == "| at (1 seed) | 50.00 | 25.00 | – |"
   assert rows[4] == "| gairat (0 seeds) | – | – | – |"
+  # A difference column is taken per run, then averaged: 10, 22, 19.
+  gap = protocol.table(["mail:trades"], ["0", "1", "2"], root,
+                       ["pgd20-pgd20.worst_class"]).splitlines()[2]
+  assert gap == "| mail:trades (3 seeds) | 17.00 ± 6.24 |"
 
 
 def test_eps_curves_average_and_plot(tmp_path):
