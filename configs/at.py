@@ -7,6 +7,11 @@ papers compare with (library default; Madry et al. trained a wide ResNet).
 Presets: see configs/common.py (digits, mnist10k, mnist, cifar100, svhn) and
 `wrn34` (WRN-34-10).
 
+AT is the reference every method is compared with, so it evaluates what those
+comparisons need: the cross-attack set (PGD-10 / CW-10 / KL-10 beside FGSM,
+PGD-20, CW) that GAIRAT, MAIL and LRAT use, and the accuracy-vs-eps curve
+IAAT is judged by.
+
   python -m official.train --config=configs/at.py:digits
 """
 from configs import common
@@ -20,4 +25,6 @@ def wrn34(c):
 def get_config(arg=None):
   c = common.base()
   c.objective.name = "at"
+  c.eval.attacks = common.CROSS_ATTACK_EVAL
+  c.eval.reports = ("cross_attack", "eps_curve")
   return common.apply_presets(c, arg, {"wrn34": wrn34})
