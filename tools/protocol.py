@@ -109,7 +109,8 @@ def table(entries, seeds, root, columns):
 
 
 def eps_curves(entries, seeds, root):
-  """{entry: (epsilons, [seeds x radii] accuracy in %)} over runs that have one."""
+  """{entry: (epsilons, [seeds x radii] accuracy in %, training eps)} over the
+  runs that have an eps_curve report."""
   curves = {}
   for entry in entries:
     found = [r["eps_curve"] for r in load_results(entry, seeds, root).values()
@@ -119,7 +120,8 @@ def eps_curves(entries, seeds, root):
     radii = found[0]["epsilons"]
     if any(c["epsilons"] != radii for c in found):
       raise ValueError(f"{entry}: runs have eps_curve reports at different radii")
-    curves[entry] = (radii, 100 * np.array([c["accuracy"] for c in found]))
+    curves[entry] = (radii, 100 * np.array([c["accuracy"] for c in found]),
+                     found[0].get("train_epsilon"))
   return curves
 
 
@@ -127,7 +129,7 @@ def eps_curve_table(curves):
   radii = next(iter(curves.values()))[0]
   lines = ["| method | " + " | ".join(f"ε {e:g}" for e in radii) + " |",
            "|" + "---|" * (len(radii) + 1)]
-  for entry, (eps, acc) in curves.items():
+  for entry, (eps, acc, _) in curves.items():
     if eps != radii:
       raise ValueError(f"{entry}: eps_curve radii differ from the other entries")
     cells = [mean_std(list(acc[:, j])) for j in range(len(eps))]
@@ -139,13 +141,16 @@ def plot_eps_curves(curves, path):
   from matplotlib.figure import Figure  # only this output needs matplotlib
   fig = Figure(figsize=(5.5, 3.8))
   ax = fig.add_subplot()
-  for entry, (eps, acc) in curves.items():
+  for entry, (eps, acc, _) in curves.items():
     mean = acc.mean(axis=0)
     line, = ax.plot(eps, mean, "o-", label=f"{entry} ({seeds_label(len(acc))})")
     if len(acc) > 1:
       std = acc.std(axis=0, ddof=1)
       ax.fill_between(eps, mean - std, mean + std, color=line.get_color(),
                       alpha=0.2)
+  train_eps = {c[2] for c in curves.values()} - {None}
+  if len(train_eps) == 1:
+    ax.axvline(train_eps.pop(), color="gray", linestyle=":", label="train ε")
   ax.set_xlabel("test ε (L∞)")
   ax.set_ylabel("PGD-20 accuracy (%)")
   ax.legend(fontsize=8)

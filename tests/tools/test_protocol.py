@@ -18,7 +18,8 @@ def _write(root, entry, seed, results):
 def _results(pgd, worst, curve=None):
   out = {"pgd20": {"accuracy": pgd, "worst_class": worst}}
   if curve is not None:
-    out["eps_curve"] = {"epsilons": [0.0, 0.1], "accuracy": curve}
+    out["eps_curve"] = {"epsilons": [0.0, 0.1], "accuracy": curve,
+                        "train_epsilon": 0.1}
   return out
 
 
@@ -51,6 +52,7 @@ def test_eps_curves_average_and_plot(tmp_path):
   curves = protocol.eps_curves(["at", "iaat", "mail"], ["0", "1"], root)
   assert list(curves) == ["at", "iaat"]
   np.testing.assert_allclose(curves["at"][1], [[98, 90], [96, 86]])
+  assert curves["at"][2] == 0.1  # the training radius, marked on the plot
   rows = protocol.eps_curve_table(curves).splitlines()
   assert rows[0] == "| method | ε 0 | ε 0.1 |"
   assert rows[2] == "| at (2 seeds) | 97.00 ± 1.41 | 88.00 ± 2.83 |"
