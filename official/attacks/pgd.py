@@ -18,6 +18,7 @@ the reweighting methods read:
   epsilon        [B] the budget used for each example.
 """
 import dataclasses
+import zlib
 
 import tensorflow as tf
 
@@ -72,6 +73,17 @@ class AttackSpec:
 def fgsm(epsilon, name="fgsm"):
   return AttackSpec(name=name, loss="ce", epsilon=epsilon, step_size=epsilon,
                     steps=1, random_start="none")
+
+
+def stateless_seed(seed, counter, name):
+  """A [2] int64 stateless seed from (seed, counter, attack name).
+
+  Salted by the name, not by an attack's position among others, so adding an
+  attack to a step or an evaluation never changes another attack's draws.
+  """
+  salt = zlib.crc32(name.encode()) % (2**31)
+  return tf.stack([tf.cast(seed, tf.int64),
+                   tf.cast(counter, tf.int64) * 2**31 + salt])
 
 
 def random_start_noise(kind, shape, seed, gaussian_std=0.001):

@@ -17,8 +17,6 @@ Weight decay is added to the gradients (PyTorch SGD style, which every paper's
 code used), not Keras's decoupled form; each replica adds wd/replicas because
 the optimizer sums replica gradients.
 """
-import zlib
-
 import keras
 import tensorflow as tf
 
@@ -95,9 +93,7 @@ class AdversarialTrainer(keras.Model):
   def _seed(self, step, spec):
     # Stateless seeds from (config seed, step, attack name): resumed runs and
     # replica layouts draw the same random starts.
-    salt = zlib.crc32(spec.name.encode()) % (2**31)
-    return tf.stack([tf.cast(self.seed, tf.int64),
-                     tf.cast(step, tf.int64) * 2**31 + salt])
+    return pgd.stateless_seed(self.seed, step, spec.name)
 
   def train_step(self, data):
     images = tf.cast(data["image"], tf.float32)

@@ -7,8 +7,6 @@
    "attack": the attack's settings (epsilon, steps, step_size, restarts, ...)}.
 The attacks are looked up by name in EVAL_ATTACKS; a new one is one entry.
 """
-import zlib
-
 import numpy as np
 import tensorflow as tf
 import keras
@@ -89,18 +87,14 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
   attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile)
              for name, spec in specs.items() if spec is not None}
 
-  # Random starts from (seed, batch index, attack name): an attack's result
-  # does not depend on which other attacks are evaluated beside it.
-  salts = {name: zlib.crc32(name.encode()) % (2**31) for name in specs}
-
   @tf.function
   def batch_correct(images, labels, index):
     out = {}
     for name in specs:
       x = images
       if name in attacks:
-        seed = tf.stack([tf.cast(seed_base, tf.int64),
-                         index * 2**31 + salts[name]])
+        # (seed, batch, attack name): independent of the other attacks.
+        seed = pgd.stateless_seed(seed_base, index, name)
         x, _ = attacks[name](images, labels, seed)
       out[name] = tf.equal(
           tf.argmax(logits_fn(x), -1, output_type=tf.int32), labels)
