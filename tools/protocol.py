@@ -179,10 +179,13 @@ def main(argv):
     f.write(text + "\n")
   print(text)
   if _EPS_CURVE.value:
-    curves = eps_curves(_METHODS.value, _SEEDS.value, root)
-    if not curves:
-      raise SystemExit(f"error: no eps_curve report in the runs under {root}")
-    text = eps_curve_table(curves)
+    try:
+      curves = eps_curves(_METHODS.value, _SEEDS.value, root)
+      if not curves:
+        raise ValueError(f"no eps_curve report in the runs under {root}")
+      text = eps_curve_table(curves)
+    except ValueError as e:  # one line, nothing written
+      raise SystemExit(f"error: {e}") from None
     with open(os.path.join(root, "eps_curve.md"), "w") as f:
       f.write(text + "\n")
     plot_eps_curves(curves, os.path.join(root, "eps_curve.png"))
