@@ -23,7 +23,7 @@ import zlib
 import tensorflow as tf
 
 from official.attacks import losses
-from official.core import replicas
+from official.common import replicas
 
 LOSSES = ("ce", "cw", "kl")
 RANDOM_STARTS = ("uniform", "gaussian", "none")

@@ -9,6 +9,7 @@ import tensorflow as tf
 from absl import logging
 
 from official.attacks import pgd
+from official.common import checks
 from official.core import callbacks
 from official.core import export as export_lib
 from official.core import trainer as trainer_lib
@@ -18,7 +19,6 @@ from official.evaluation import robustness
 from official.evaluation import tail_examples
 from official.modeling import objectives
 from official.modeling import registry as model_registry
-from official.reweighting import base as method_base
 from official.reweighting import registry as method_registry
 
 DISTRIBUTE = ("default", "mirrored")
@@ -39,7 +39,7 @@ class Run:
 def use_xla(setting):
   """`auto`: XLA on GPUs only. Measured on the 2-core CPU (README benchmark),
   XLA made the PGD loop slower than graph mode, so CPUs run without it."""
-  method_base.check_choice("xla", setting, XLA)
+  checks.check_choice("xla", setting, XLA)
   if setting == "auto":
     return bool(tf.config.list_physical_devices("GPU"))
   return setting == "on"
@@ -54,7 +54,7 @@ def make_strategy(name):
   One MirroredStrategy per process: a second instance reuses collective
   instance keys of the first and its all-reduces fail with shape mismatches.
   """
-  method_base.check_choice("distribute", name, DISTRIBUTE)
+  checks.check_choice("distribute", name, DISTRIBUTE)
   if name == "mirrored":
     if not _MIRRORED:
       gpus = tf.config.list_logical_devices("GPU")
@@ -72,6 +72,14 @@ def training_attack(config, objective):
                         loss=objective.attack_loss, epsilon=float(a.epsilon),
                         step_size=float(a.step_size), steps=int(a.steps),
                         random_start=start)
+
+
+def training_attacks(config, data):
+  """The AttackSpecs a run with this config trains with, primary first."""
+  objective = objectives.get_objective(config.objective.name)
+  method = method_registry.build_method(config.reweighting, config=config,
+                                        data=data)
+  return (training_attack(config, objective), *method.extra_attacks)
 
 
 def learning_rate(opt_cfg, steps_per_epoch):
@@ -102,8 +110,8 @@ def validate(config):
   for key in ("epochs", "batch_size"):
     if int(config[key]) <= 0:
       raise ValueError(f"{key} must be positive, got {config[key]}")
-  method_base.check_choice("distribute", config.distribute, DISTRIBUTE)
-  method_base.check_choice("xla", config.xla, XLA)
+  checks.check_choice("distribute", config.distribute, DISTRIBUTE)
+  checks.check_choice("xla", config.xla, XLA)
   objective = objectives.get_objective(config.objective.name)
   method_registry.check_name(config.reweighting.name)
   for key in ("epsilon",):
@@ -213,7 +221,9 @@ def evaluate(run):
   results.update(reports.run_reports(config.eval.reports, reports.ReportContext(
       logits_fn=logits_fn, data=run.data, config=config, workdir=run.workdir,
       results=dict(results), seed=int(config.seed),
-      jit_compile=use_xla(config.xla))))
+      jit_compile=use_xla(config.xla),
+      training_attacks=(run.trainer.train_attack,
+                        *run.trainer.method.extra_attacks))))
   with open(os.path.join(run.workdir, "eval.json"), "w") as f:
     json.dump(results, f, indent=2)
   robustness.write_summaries(results, os.path.join(run.workdir, "tb", "eval"))

@@ -3,9 +3,10 @@
 The report `cross_attack` (the question LRAT asks: does robustness to the
 training attack carry over to other attacks?). The run's training attacks
 are the objective's attack plus the method's `extra_attacks` (LRAT's CW
-variant), rebuilt from the config. Each attack of `eval.attacks` is "seen"
-when its loss (ce | cw | kl) is one of theirs, else "unseen"; FGSM is a
-one-step CE attack, so it is seen by CE-trained runs.
+variant), which the run hands over in `ReportContext.training_attacks` (so
+evaluation never imports core). Each attack of `eval.attacks` is "seen" when
+its loss (ce | cw | kl) is one of theirs, else "unseen"; FGSM is a one-step
+CE attack, so it is seen by CE-trained runs.
 
 eval.json gets {"trained_with": [training attack names], "trained_losses":
 [...], "natural": clean accuracy, "seen": {attack: accuracy}, "unseen":
@@ -16,22 +17,8 @@ attacks at training settings.
 """
 from absl import logging
 
-from official.modeling import objectives
-from official.reweighting import registry as method_registry
-
 # The eval attack that reproduces a training loss at training settings.
 TRAINING_LIKE = {"ce": "pgd10", "cw": "cw10", "kl": "kl10"}
-
-
-def training_attacks(config, data):
-  """The AttackSpecs a run with this config trains with, primary first."""
-  # Imported here: experiment imports the reports, hence this module.
-  from official.core import experiment
-  objective = objectives.get_objective(config.objective.name)
-  method = method_registry.build_method(config.reweighting, config=config,
-                                        data=data)
-  return (experiment.training_attack(config, objective),
-          *method.extra_attacks)
 
 
 def group(results, trained_losses):
@@ -49,7 +36,7 @@ def group(results, trained_losses):
 
 
 def report(ctx):
-  specs = training_attacks(ctx.config, ctx.data)
+  specs = ctx.training_attacks
   losses = sorted({s.loss for s in specs})
   out = {"trained_with": [s.name for s in specs], "trained_losses": losses}
   out.update(group(ctx.results, losses))

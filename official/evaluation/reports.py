@@ -23,6 +23,8 @@ class ReportContext:
   results: dict              # {attack name: summary} of eval.attacks
   seed: int
   jit_compile: bool
+  # The AttackSpecs the run trained with, primary first (cross_attack).
+  training_attacks: tuple = ()
 
 
 REPORTS = {

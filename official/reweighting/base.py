@@ -36,7 +36,8 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from official.core import replicas
+from official.common import checks
+from official.common import replicas
 
 
 @dataclasses.dataclass
@@ -110,14 +111,11 @@ class Method:
     del workdir
 
 
-def check_choice(key, value, valid):
-  """One-line error for a config value outside its choices (keys spelt in full)."""
-  if value not in valid:
-    raise ValueError(f"unknown {key} '{value}'; valid: {', '.join(valid)}")
-  return value
+# Methods check their config choices with the one shared helper.
+check_choice = checks.check_choice
 
 
-# Global-batch reductions for methods (official/core/replicas.py).
+# Global-batch reductions for methods (official/common/replicas.py).
 global_sum = replicas.global_sum
 global_gather = replicas.global_gather
 

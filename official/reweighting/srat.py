@@ -49,7 +49,7 @@ import tensorflow as tf
 from absl import logging
 
 from official.attacks import losses
-from official.core import replicas
+from official.common import replicas
 from official.reweighting import base
 from official.reweighting import class_weights
 

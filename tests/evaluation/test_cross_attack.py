@@ -42,7 +42,8 @@ def _report(method, preset="digits", attacks=("natural", "pgd20", "cw")):
                                class_counts=[1] * 10)
   return cross_attack.report(reports.ReportContext(
       logits_fn=None, data=data, config=config, workdir="", results=results,
-      seed=0, jit_compile=False))
+      seed=0, jit_compile=False,
+      training_attacks=experiment.training_attacks(config, data)))
 
 
 def test_training_attacks_of_at_lrat_and_trades():
