@@ -347,10 +347,11 @@ def plot_per_class(report, path):
   ax.set_xticks(np.arange(classes))
   ax.set_xlabel("class")
   ax.set_ylabel("accuracy (%)")
-  ax.set_ylim(0, 100)
-  ax.set_title(f"ε = {s['epsilon']:g}, {s['num_examples']} images of "
-               f"{s['data']}", fontsize=9)
-  ax.legend(fontsize=7, loc="lower right")
+  ax.set_ylim(0, 118)  # headroom for the legend above the bars
+  ax.set_yticks(range(0, 101, 20))
+  ax.set_title(f"ε = {s['epsilon']:g}, first {s['num_examples']} test images "
+               f"of {os.path.basename(s['data'])}", fontsize=9)
+  ax.legend(fontsize=7, loc="upper center", ncol=min(len(names), 4))
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 

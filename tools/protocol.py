@@ -14,6 +14,22 @@ printed as markdown and written to `--root/table.md`. With `--eps_curve`, the
 runs' `eps_curve` reports (accuracy against test epsilon) are averaged the same
 way into `--root/eps_curve.md` and plotted, mean ± std band per entry, in
 `--root/eps_curve.png`.
+
+AutoAttack columns come from report files of `tools.evaluate` beside a run's
+eval.json (same schema):
+
+  python -m tools.protocol --methods=at,gairat --seeds=0 --table_only \
+      --evaluate=autoattack:500 --columns=natural,pgd20,autoattack,pgd20-autoattack
+  python -m tools.protocol --methods=at,gairat --seeds=1,2 --table_only \
+      --evaluate=autoattack-fast:500 --reports=autoattack.json \
+      --columns=autoattack-fast,pgd20-autoattack-fast
+
+`--evaluate=ATTACK:N` runs `tools.evaluate` on every finished run's export
+(natural, pgd20 and ATTACK on the first N test images, the run's epsilon and
+seed) into RUN/ATTACK.json, skipping runs that have it; those files are read
+with the `--reports` files. A column is looked up in eval.json first, then in
+the reports; a difference `a-b` takes both terms from the first file that has
+both, so `pgd20-autoattack` compares the same images.
 """
 import json
 import os
@@ -34,6 +50,13 @@ _OVERRIDES = flags.DEFINE_list("overrides", [], "Extra --config.k=v for every ru
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only tabulate existing runs.")
 _EPS_CURVE = flags.DEFINE_bool("eps_curve", False,
                                "Also average and plot the eps_curve reports.")
+_REPORTS = flags.DEFINE_list(
+    "reports", [], "Extra report files of tools.evaluate in each run directory "
+    "(e.g. autoattack.json), searched after eval.json for the columns.")
+_EVALUATE = flags.DEFINE_list(
+    "evaluate", [], "ATTACK:N entries: run tools.evaluate (natural, pgd20, "
+    "ATTACK on the first N test images) on every finished run's export into "
+    "RUN/ATTACK.json, unless it exists; the table then reads it.")
 _COLUMNS = flags.DEFINE_list(
     "columns", ["natural", "fgsm", "pgd20", "cw", "pgd20.worst_class",
                 "cw.worst_class"],
@@ -55,16 +78,41 @@ def command(entry, seed, workdir):
           *[f"--config.{o}" for o in _OVERRIDES.value]]
 
 
-def lookup(results, column):
-  """A column's value in one eval.json; `a-b` is the per-run difference."""
-  if "-" in column:
-    first, second = column.split("-", 1)
-    return lookup(results, first) - lookup(results, second)
+def _value(results, column):
+  """`attack` (its accuracy), `attack.field` or `report.key.field` in one file."""
   node = results
-  keys = column.split(".")
-  for key in keys:
+  for key in column.split("."):
     node = node[key]
-  return node["accuracy"] if isinstance(node, dict) else node
+  node = node["accuracy"] if isinstance(node, dict) else node
+  if isinstance(node, bool) or not isinstance(node, (int, float)):
+    raise KeyError(column)
+  return node
+
+
+def lookup(results, column):
+  """A column's value in one run: `results` is its eval.json or a list of it
+  and its report files, searched in order.
+
+  A name is looked up whole first (attack names may hold a hyphen:
+  autoattack-fast, apgd-ce); else `a-b` is the difference of two names, split
+  at the first hyphen where both terms are found in one file: the difference
+  of two numbers measured on the same images.
+  """
+  sources = results if isinstance(results, list) else [results]
+  for source in sources:
+    try:
+      return _value(source, column)
+    except (KeyError, TypeError):
+      pass
+  for i, char in enumerate(column):
+    if char != "-":
+      continue
+    for source in sources:
+      try:
+        return _value(source, column[:i]) - _value(source, column[i + 1:])
+      except (KeyError, TypeError):
+        pass
+  raise KeyError(column)
 
 
 def mean_std(values):
@@ -91,16 +139,30 @@ def load_results(entry, seeds, root):
   return results
 
 
-def table(entries, seeds, root, columns):
+def load_reports(entry, seed, root, reports):
+  """The report files (e.g. autoattack.json) that exist in one run directory."""
+  found = []
+  for name in reports:
+    path = os.path.join(root, f"{run_name(entry)}-s{seed}", name)
+    if os.path.exists(path):
+      with open(path) as f:
+        found.append(json.load(f))
+  return found
+
+
+def table(entries, seeds, root, columns, reports=()):
+  """Markdown table of `columns` (mean ± std over the finished seeds); each
+  run's `reports` files are searched after its eval.json."""
   header = "| method | " + " | ".join(columns) + " |"
   lines = [header, "|" + "---|" * (len(columns) + 1)]
   for entry in entries:
     runs = load_results(entry, seeds, root)
     values = {c: [] for c in columns}
-    for results in runs.values():
+    for seed, results in runs.items():
+      sources = [results, *load_reports(entry, seed, root, reports)]
       for c in columns:
         try:
-          values[c].append(100 * lookup(results, c))
+          values[c].append(100 * lookup(sources, c))
         except KeyError:  # not evaluated in this run: shown as "–"
           pass
     cells = [mean_std(v) for v in values.values()]
@@ -158,9 +220,73 @@ def plot_eps_curves(curves, path):
   fig.savefig(path, dpi=100)
 
 
+def parse_evaluate(specs):
+  """`ATTACK:N` entries -> [(attack, n)], or a one-line error."""
+  parsed = []
+  for spec in specs:
+    attack, _, n = spec.partition(":")
+    if not attack or not n.isdigit() or int(n) < 1:
+      raise ValueError(f"--evaluate entry '{spec}' is not ATTACK:N (e.g. "
+                       "autoattack:500, N >= 1 test images)")
+    parsed.append((attack, int(n)))
+  return parsed
+
+
+def dataset_of(entry, config, preset):
+  """--data for tools.evaluate: the run's dataset preset, else its data."""
+  from configs import common  # no TensorFlow
+  presets = entry.partition(":")[2].split(",") + [preset]
+  found = [p for p in presets if p in common.DATASET_PRESETS]
+  if found:
+    return found[-1]
+  data = config["data"]
+  return data["path"] if data["name"] == "npz" else data["name"]
+
+
+def evaluate_command(entry, workdir, attack, n, preset):
+  """The tools.evaluate command that writes WORKDIR/ATTACK.json."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  attacks = ",".join(dict.fromkeys(["natural", "pgd20", attack]))
+  return [sys.executable, "-m", "tools.evaluate",
+          f"--export={os.path.join(workdir, 'export')}",
+          f"--data={dataset_of(entry, config, preset)}", f"--attacks={attacks}",
+          f"--epsilon={config['eval']['epsilon']}", f"--max_examples={n}",
+          f"--seed={config['seed']}",
+          f"--output={os.path.join(workdir, attack + '.json')}"]
+
+
+def evaluate_runs(entries, seeds, root, specs, preset):
+  """Runs tools.evaluate on every finished run that lacks ATTACK.json."""
+  for attack, n in specs:
+    for seed in seeds:
+      for entry in entries:
+        workdir = os.path.join(root, f"{run_name(entry)}-s{seed}")
+        if (not os.path.exists(os.path.join(workdir, "eval.json"))
+            or os.path.exists(os.path.join(workdir, f"{attack}.json"))):
+          continue
+        if not os.path.exists(os.path.join(workdir, "export")):
+          # Stopped between eval.json and the export: the last checkpoint.
+          _run([sys.executable, "-m", "tools.export", f"--workdir={workdir}",
+                f"--output={os.path.join(workdir, 'export')}"], workdir)
+        _run(evaluate_command(entry, workdir, attack, n, preset), workdir)
+
+
+def _run(cmd, workdir):
+  """One run's command, as a user would type it; its output to RUN/log.txt."""
+  print("$", " ".join(cmd[1:]), flush=True)
+  with open(os.path.join(workdir, "log.txt"), "a") as log:
+    subprocess.run(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT,
+                   check=True)
+
+
 def main(argv):
   del argv
   root = _ROOT.value
+  try:
+    specs = parse_evaluate(_EVALUATE.value)
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
   os.makedirs(root, exist_ok=True)
   if not _TABLE_ONLY.value:
     for seed in _SEEDS.value:
@@ -168,13 +294,13 @@ def main(argv):
         workdir = os.path.join(root, f"{run_name(entry)}-s{seed}")
         if os.path.exists(os.path.join(workdir, "eval.json")):
           continue
-        cmd = command(entry, seed, workdir)
-        print("$", " ".join(cmd[1:]), flush=True)
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "log.txt"), "a") as log:
-          subprocess.run(cmd, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT,
-                         check=True)
-  text = table(_METHODS.value, _SEEDS.value, root, _COLUMNS.value)
+        _run(command(entry, seed, workdir), workdir)
+  if specs:
+    evaluate_runs(_METHODS.value, _SEEDS.value, root, specs, _PRESET.value)
+  reports = list(dict.fromkeys(
+      [*_REPORTS.value, *[f"{attack}.json" for attack, _ in specs]]))
+  text = table(_METHODS.value, _SEEDS.value, root, _COLUMNS.value, reports)
   with open(os.path.join(root, "table.md"), "w") as f:
     f.write(text + "\n")
   print(text)

@@ -72,3 +72,92 @@ def test_eps_curves_at_different_radii_are_refused(tmp_path):
   with pytest.raises(ValueError, match="at: runs have eps_curve reports at "
                      "different radii"):
     protocol.eps_curves(["at"], ["0", "1"], root)
+
+
+def _write_report(root, entry, seed, name, report):
+  path = os.path.join(root, f"{protocol.run_name(entry)}-s{seed}", name)
+  with open(path, "w") as f:
+    json.dump(report, f)
+
+
+def test_report_files_add_columns_on_the_same_images(tmp_path):
+  root = str(tmp_path)
+  # eval.json: all test images; autoattack.json: the first 500, where PGD-20
+  # is 88% (not eval.json's 90%).
+  for seed, (pgd, aa) in enumerate([(0.88, 0.85), (0.86, 0.85)]):
+    _write(root, "gairat", seed, {"natural": {"accuracy": 0.99},
+                                  "pgd20": {"accuracy": 0.90},
+                                  "cw": {"accuracy": 0.89}})
+    _write_report(root, "gairat", seed, "autoattack.json", {
+        "natural": {"accuracy": 0.98}, "pgd20": {"accuracy": pgd},
+        "autoattack": {"accuracy": aa},
+        "autoattack-fast": {"accuracy": aa + 0.01},
+        "checks": {"gradients": {"ok": True, "value": 0.0}}})
+  columns = ["pgd20", "autoattack", "pgd20-autoattack", "autoattack-fast",
+             "pgd20-autoattack-fast", "cw-autoattack"]
+  rows = protocol.table(["gairat"], ["0", "1"], root, columns,
+                        reports=["autoattack.json", "missing.json"]).splitlines()
+  # pgd20 alone: eval.json's; the difference: both terms from the report
+  # (3 and 1 points); cw is not in the report: no cross-file difference.
+  assert rows[2] == ("| gairat (2 seeds) | 90.00 ± 0.00 | 85.00 ± 0.00 | "
+                     "2.00 ± 1.41 | 86.00 ± 0.00 | 1.00 ± 1.41 | – |")
+  # Without --reports the AutoAttack columns are empty, as before.
+  rows = protocol.table(["gairat"], ["0"], root, columns).splitlines()
+  assert rows[2] == "| gairat (1 seed) | 90.00 | – | – | – | – | – |"
+  sources = [{"pgd20": {"accuracy": 0.9}},
+             {"pgd20": {"accuracy": 0.8}, "apgd-ce": {"accuracy": 0.7}}]
+  assert protocol.lookup(sources, "pgd20-apgd-ce") == pytest.approx(0.1)
+  assert protocol.lookup(sources, "apgd-ce") == 0.7
+  with pytest.raises(KeyError):
+    protocol.lookup(sources, "apgd-t")
+
+
+def test_parse_evaluate():
+  assert protocol.parse_evaluate(["autoattack:500", "apgd-ce:100"]) == [
+      ("autoattack", 500), ("apgd-ce", 100)]
+  for bad in ("autoattack", "autoattack:0", ":500", "autoattack:x"):
+    with pytest.raises(ValueError, match=f"--evaluate entry '{bad}' is not "
+                       "ATTACK:N"):
+      protocol.parse_evaluate([bad])
+
+
+def test_evaluate_runs_writes_a_report_per_finished_run(tmp_path):
+  """tools.evaluate on each finished run's export, once; the table reads it."""
+  import keras
+  root = str(tmp_path)
+  keras.utils.set_random_seed(0)
+  x = keras.Input((8, 8, 1))
+  model = keras.Model(x, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+  for seed in (0, 1):
+    _write(root, "at", seed, {"pgd20": {"accuracy": 0.5}})
+    workdir = os.path.join(root, f"at-s{seed}")
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump({"seed": seed, "eval": {"epsilon": 0.1},
+                 "data": {"name": "digits", "path": ""}}, f)
+  model.export(os.path.join(root, "at-s0", "export"), verbose=False)
+  os.makedirs(os.path.join(root, "at-s2"))  # unfinished: skipped
+  # The dataset preset the run trained on (the last of the entry's and
+  # --preset's), else the run's config.json data.
+  cmd = protocol.evaluate_command("at", os.path.join(root, "at-s0"),
+                                  "fgsm", 40, "digits")
+  assert protocol.dataset_of("at:mnist10k", {}, "") == "mnist10k"
+  assert protocol.dataset_of("at", {"data": {"name": "npz", "path": "a.npz"}},
+                             "") == "a.npz"
+  assert cmd[3:] == [
+      f"--export={root}/at-s0/export", "--data=digits",
+      "--attacks=natural,pgd20,fgsm", "--epsilon=0.1", "--max_examples=40",
+      "--seed=0", f"--output={root}/at-s0/fgsm.json"]
+  # Seed 1 already has its report: not evaluated again (it has no export).
+  _write_report(root, "at", 1, "fgsm.json", {"fgsm": {"accuracy": 0.3},
+                                                    "pgd20": {"accuracy": 0.2}})
+  protocol.evaluate_runs(["at"], ["0", "1", "2"], root, [("fgsm", 40)],
+                         "digits")
+  with open(os.path.join(root, "at-s0", "fgsm.json")) as f:
+    report = json.load(f)
+  assert report["settings"]["num_examples"] == 40
+  assert report["pgd20"]["accuracy"] <= report["natural"]["accuracy"]
+  assert not os.path.exists(os.path.join(root, "at-s2", "fgsm.json"))
+  row = protocol.table(["at"], ["0", "1"], root, ["fgsm"],
+                       reports=["fgsm.json"]).splitlines()[2]
+  values = [100 * report["fgsm"]["accuracy"], 30.0]
+  assert row == f"| at (2 seeds) | {protocol.mean_std(values)} |"
