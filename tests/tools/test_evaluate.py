@@ -230,3 +230,27 @@ def test_bad_input_is_one_error_line_and_writes_nothing(bad_exports, args,
       proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(root, "out"))
+
+
+def test_mirrored_passes_the_strategy_to_robustness_evaluate(keras_export,
+                                                             monkeypatch):
+  """--distribute=mirrored hands evaluate() the 2-replica strategy; default
+  passes none (robustness.evaluate before its `strategy` keyword)."""
+  path, _, npz = keras_export
+  original, seen = robustness.evaluate, []
+
+  def evaluate_with_strategy(*args, strategy=None, **kwargs):
+    seen.append(strategy)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(robustness, "evaluate", evaluate_with_strategy)
+  kwargs = dict(max_examples=60, batch_size=30, verbose=0)
+  mirrored = evaluate.evaluate_export(path, npz, ["natural", "fgsm"], ["0.1"],
+                                      distribute="mirrored", **kwargs)
+  assert [s.num_replicas_in_sync for s in seen] == [2, 2]
+  seen.clear()
+  default = evaluate.evaluate_export(path, npz, ["natural", "fgsm"], ["0.1"],
+                                     **kwargs)
+  assert seen == [None, None]
+  for name in ("natural", "fgsm"):
+    assert mirrored[name] == default[name]
