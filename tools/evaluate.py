@@ -132,13 +132,19 @@ def _signature(serve):
     return "?"
 
 
-def load_export(path):
-  """The export's `serve`, or a one-line error naming what is missing."""
-  import tensorflow as tf
+def check_export_path(path):
+  """A one-line error unless `path` holds a SavedModel (before TF is imported)."""
   if not path or not os.path.isdir(path):
     raise ValueError(f"--export '{path}': no such directory")
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
     raise ValueError(f"--export '{path}' is not a SavedModel (no saved_model.pb)")
+
+
+def load_export(path):
+  """The loaded export (keep it alive while using its `serve`), or a one-line
+  error naming what is missing."""
+  import tensorflow as tf
+  check_export_path(path)
   try:
     loaded = tf.saved_model.load(path)
   except Exception as e:  # pylint: disable=broad-except
@@ -274,6 +280,7 @@ def evaluate_export(export, data, attacks, epsilons=None, *, max_examples=0,
                           ("--max_examples", max_examples, 0)):
     if not isinstance(value, int) or value < low:
       raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+  check_export_path(export)
   config, is_preset = data_config(data)
   epsilons = parse_epsilons(epsilons or [str(config.attack.epsilon)])
   attacks = list(attacks)

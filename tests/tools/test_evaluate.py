@@ -195,6 +195,8 @@ def bad_exports(tmp_path_factory):
 
 @pytest.mark.parametrize("args,match", [
     (["--export={root}/nope"], "error: --export '{root}/nope': no such directory"),
+    (["--export={root}"], "error: --export '{root}' is not a SavedModel (no "
+     "saved_model.pb)"),
     (["--export={root}/no_serve"], "error: --export '{root}/no_serve' has no "
      "`serve` endpoint"),
     (["--export={root}/mnist_shape"], "error: --export '{root}/mnist_shape': "
