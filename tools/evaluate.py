@@ -246,6 +246,7 @@ def run_attacks(logits_fn, bundle, n, eval_cfg, seed, jit_compile, strategy,
   """
   import keras
   import numpy as np
+  import tensorflow as tf
   from official.evaluation import robustness
   kwargs = {} if strategy is None else {"strategy": strategy}
   names = list(eval_cfg.attacks)
@@ -255,7 +256,10 @@ def run_attacks(logits_fn, bundle, n, eval_cfg, seed, jit_compile, strategy,
   correct = dict.fromkeys(names, 0.0)
   seen = 0
   for index, batch in enumerate(bundle.test()):
-    result = robustness.evaluate(logits_fn, [batch], eval_cfg,
+    # A one-batch tf.data.Dataset, as evaluate() gets in a run (a strategy
+    # may distribute it).
+    one = tf.data.Dataset.from_tensors(batch)
+    result = robustness.evaluate(logits_fn, one, eval_cfg,
                                  bundle.num_classes,
                                  seed=seed + index * 1000003,
                                  jit_compile=jit_compile, verbose=0, **kwargs)
@@ -285,10 +289,13 @@ def evaluate_export(export, data, attacks, epsilons=None, *, max_examples=0,
   epsilons = parse_epsilons(epsilons or [str(config.attack.epsilon)])
   attacks = list(attacks)
   from official.evaluation import robustness  # TensorFlow from here on
+  valid = ", ".join(sorted(robustness.EVAL_ATTACKS))
   unknown = [a for a in attacks if a not in robustness.EVAL_ATTACKS]
-  if unknown or not attacks:
+  if unknown:
     raise ValueError(f"unknown attack '{','.join(unknown)}' in --attacks; "
-                     f"valid: {', '.join(sorted(robustness.EVAL_ATTACKS))}")
+                     f"valid: {valid}")
+  if not attacks:
+    raise ValueError(f"--attacks is empty; valid: {valid}")
   if distribute != "default" and "strategy" not in inspect.signature(
       robustness.evaluate).parameters:
     raise ValueError("--distribute=mirrored needs robustness.evaluate("
