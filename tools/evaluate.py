@@ -287,7 +287,7 @@ def evaluate_export(export, data, attacks, epsilons=None, *, max_examples=0,
   check_export_path(export)
   config, is_preset = data_config(data)
   epsilons = parse_epsilons(epsilons or [str(config.attack.epsilon)])
-  attacks = list(attacks)
+  attacks = list(dict.fromkeys(attacks))
   from official.evaluation import robustness  # TensorFlow from here on
   valid = ", ".join(sorted(robustness.EVAL_ATTACKS))
   unknown = [a for a in attacks if a not in robustness.EVAL_ATTACKS]
@@ -331,7 +331,8 @@ def evaluate_export(export, data, attacks, epsilons=None, *, max_examples=0,
     report["epsilon_sweep"] = {"epsilons": epsilons, "accuracy": curves}
     per_attack = [checks.epsilon(epsilons, acc, name=a)
                   for a, acc in curves.items()]
-    found["epsilon"] = max(per_attack, key=lambda r: r["value"] or 0.0)
+    if per_attack:  # the largest rise of any attack (natural has none)
+      found["epsilon"] = max(per_attack, key=lambda r: r["value"])
   report["checks"] = found
   report["settings"] = {
       "export": os.path.abspath(export), "data": data, "attacks": attacks,
