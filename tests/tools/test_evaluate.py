@@ -158,6 +158,10 @@ def test_cli_on_a_keras_model_and_an_npz(keras_export, tmp_path):
                                    "gradients", "square", "epsilon"}
   assert all(c["ok"] for c in report["checks"].values()), report["checks"]
   assert "warning:" not in proc.stdout
+  # The progress bar's running robust accuracy ends at the result, per radius.
+  for eps, acc in zip(sweep["epsilons"], sweep["accuracy"]["pgd20"]):
+    assert f"epsilon {eps:g}: natural, pgd20 on 100 images" in proc.stdout
+    assert f"pgd20: {acc:.4f}" in proc.stdout
   assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
