@@ -110,6 +110,10 @@ def test_report_files_add_columns_on_the_same_images(tmp_path):
   assert protocol.lookup(sources, "apgd-ce") == 0.7
   with pytest.raises(KeyError):
     protocol.lookup(sources, "apgd-t")
+  # The report's checks tabulate too (a fraction of points, in %).
+  row = protocol.table(["gairat"], ["0"], root, ["checks.gradients.value"],
+                       reports=["autoattack.json"]).splitlines()[2]
+  assert row == "| gairat (1 seed) | 0.00 |"
 
 
 def test_parse_evaluate():
