@@ -37,29 +37,34 @@ if _REPO not in sys.path:
 
 from configs import common  # noqa: E402  (no TensorFlow: fails fast)
 
-_EXPORT = flags.DEFINE_string("export", None, "SavedModel directory (serve: "
-                              "float32 [0, 1] NHWC images -> logits).")
-_DATA = flags.DEFINE_string("data", None, "Dataset preset name (test split) "
-                            "or the path of an .npz with x_test, y_test.")
-_ATTACKS = flags.DEFINE_list("attacks", ["natural", "autoattack"],
-                             "Eval attack names (robustness.EVAL_ATTACKS).")
-_EPSILON = flags.DEFINE_list("epsilon", None, "L-inf radius in (0, 1]; several "
-                             "(comma-separated) add an accuracy-vs-epsilon "
-                             "sweep. Default: the preset's training epsilon.")
-_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0, "First N test images "
-                                     "(0 = the whole test split).")
-_OUTPUT = flags.DEFINE_string("output", "report.json", "JSON report; the plot "
-                              "goes beside it with the extension .png.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 500, "Evaluation batch size.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the attacks' random draws.")
-_DISTRIBUTE = flags.DEFINE_string("distribute", "default", "default | mirrored")
-_XLA = flags.DEFINE_string("xla", "auto", "XLA for the attack loops: auto | on | off")
-
 # Step of a .npz data set's attacks, as a fraction of epsilon: the protocol's
 # PGD-20 / CW step 0.01 at epsilon 0.1 (shared/specs/protocol.md).
 NPZ_STEP_FRACTION = 0.1
 # Primary step sizes of the eval config, scaled with --epsilon.
 _STEP_KEYS = ("pgd_step_size", "cw_step_size", "train_step_size")
+
+
+def define_flags():
+  """The CLI's flags, defined only when run as a program: importing this
+  module (tests, tools.protocol) must not collide with other tools' flags
+  (--output of tools.export, --xla of tools.benchmark)."""
+  flags.DEFINE_string("export", None, "SavedModel directory (serve: float32 "
+                      "[0, 1] NHWC images -> logits).")
+  flags.DEFINE_string("data", None, "Dataset preset name (test split) or the "
+                      "path of an .npz with x_test, y_test.")
+  flags.DEFINE_list("attacks", ["natural", "autoattack"],
+                    "Eval attack names (robustness.EVAL_ATTACKS).")
+  flags.DEFINE_list("epsilon", None, "L-inf radius in (0, 1]; several "
+                    "(comma-separated) add an accuracy-vs-epsilon sweep. "
+                    "Default: the preset's training epsilon.")
+  flags.DEFINE_integer("max_examples", 0, "First N test images (0 = the whole "
+                       "test split).")
+  flags.DEFINE_string("output", "report.json", "JSON report; the plot goes "
+                      "beside it with the extension .png.")
+  flags.DEFINE_integer("batch_size", 500, "Evaluation batch size.")
+  flags.DEFINE_integer("seed", 0, "Seed of the attacks' random draws.")
+  flags.DEFINE_string("distribute", "default", "default | mirrored")
+  flags.DEFINE_string("xla", "auto", "XLA for the attack loops: auto | on | off")
 
 
 def parse_epsilons(values):
@@ -386,14 +391,14 @@ def main(argv):
   if len(argv) > 1:
     print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
     sys.exit(2)
+  f = flags.FLAGS
   try:
-    if not _EXPORT.value or not _DATA.value:
+    if not f.export or not f.data:
       raise ValueError("--export=DIR and --data=PRESET_OR_NPZ are required")
     report = evaluate_export(
-        _EXPORT.value, _DATA.value, _ATTACKS.value, _EPSILON.value,
-        max_examples=_MAX_EXAMPLES.value, batch_size=_BATCH_SIZE.value,
-        seed=_SEED.value, distribute=_DISTRIBUTE.value, xla=_XLA.value,
-        verbose=1 if sys.stdout.isatty() else 2)
+        f.export, f.data, f.attacks, f.epsilon, max_examples=f.max_examples,
+        batch_size=f.batch_size, seed=f.seed, distribute=f.distribute,
+        xla=f.xla, verbose=1 if sys.stdout.isatty() else 2)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -404,9 +409,10 @@ def main(argv):
   for name, check in report["checks"].items():
     if not check["ok"]:
       print(f"warning: {name}: {check['message']}")
-  plot = write(report, _OUTPUT.value)
-  print(f"wrote {_OUTPUT.value} and {plot}")
+  plot = write(report, f.output)
+  print(f"wrote {f.output} and {plot}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
