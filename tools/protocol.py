@@ -7,7 +7,7 @@ r"""Runs the small-scale protocol (shared/specs/protocol.md) and tabulates it.
 Each entry of --methods is `config[:presets]`; `--preset` (default `mnist10k`)
 is appended, so `mail:trades` runs `configs/mail.py:trades,mnist10k`. Runs go
 to `--root/<entry>-s<seed>` via `python -m official.train` (one process each,
-as a user would run them); a run whose eval.json exists is not run again, and
+as a user would run them); a finished run (DIR/done.json) is not run again, and
 an interrupted one resumes from its checkpoint. The table (mean ± std over
 seeds, in %; std is the sample std, n - 1; a single seed shows its value) is
 printed as markdown and written to `--root/table.md`. With `--eps_curve`, the
@@ -53,6 +53,13 @@ def command(entry, seed, workdir):
           f"--config=configs/{config}.py" + (f":{presets}" if presets else ""),
           f"--config.seed={seed}", f"--workdir={workdir}",
           *[f"--config.{o}" for o in _OVERRIDES.value]]
+
+
+def finished(workdir):
+  """A run is finished once its done.json exists: official.train writes it
+  last, after the export and eval.json (an eval.json alone may be left by a
+  run killed before its export)."""
+  return os.path.exists(os.path.join(workdir, "done.json"))
 
 
 def lookup(results, column):
@@ -166,7 +173,7 @@ def main(argv):
     for seed in _SEEDS.value:
       for entry in _METHODS.value:
         workdir = os.path.join(root, f"{run_name(entry)}-s{seed}")
-        if os.path.exists(os.path.join(workdir, "eval.json")):
+        if finished(workdir):
           continue
         cmd = command(entry, seed, workdir)
         print("$", " ".join(cmd[1:]), flush=True)

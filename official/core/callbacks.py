@@ -108,7 +108,8 @@ class Checkpointer:
       return "no checkpoint was written; lower optimizer.learning_rate and rerun"
     return (f"nothing was saved for it, the last finite checkpoint is {latest}; "
             "to resume from it, rerun with a lower optimizer.learning_rate and "
-            "--allow_config_change=optimizer.learning_rate")
+            "--allow_config_change=optimizer.learning_rate (or the optimizer.* "
+            "keys you change)")
 
   def save(self, epoch, loss=None):
     """Saves after `epoch` epochs, unless the loss or any variable is not finite."""
