@@ -106,10 +106,11 @@ class Checkpointer:
     latest = self.manager.latest_checkpoint
     if latest is None:
       return "no checkpoint was written; lower optimizer.learning_rate and rerun"
+    workdir = os.path.dirname(self.directory)
     return (f"nothing was saved for it, the last finite checkpoint is {latest}; "
-            "to resume from it, rerun with a lower optimizer.learning_rate and "
-            "--allow_config_change=optimizer.learning_rate (or the optimizer.* "
-            "keys you change)")
+            f"to resume from it, rerun with --workdir={workdir}, a lower "
+            "optimizer.learning_rate and --allow_config_change="
+            "optimizer.learning_rate (or the optimizer.* keys you change)")
 
   def save(self, epoch, loss=None):
     """Saves after `epoch` epochs, unless the loss or any variable is not finite."""

@@ -279,9 +279,14 @@ def artifacts(workdir):
            "checkpoints": "checkpoints", "config": "config.json"}
   out = {k: os.path.join(workdir, v) for k, v in found.items()
          if os.path.exists(os.path.join(workdir, v))}
-  plots = sorted(n for n in os.listdir(workdir) if n.endswith((".png", ".pdf")))
-  if plots:
-    out["plots"] = [os.path.join(workdir, n) for n in plots]
+  names = sorted(os.listdir(workdir))
+  own = {"eval.json", "config.json", "config.previous.json", "data.json",
+         workdir_lib.DONE}
+  for key, found in (("plots", [n for n in names if n.endswith((".png", ".pdf"))]),
+                     ("reports", [n for n in names if n.endswith(".json")
+                                  and n not in own])):
+    if found:
+      out[key] = [os.path.join(workdir, n) for n in found]
   return out
 
 
