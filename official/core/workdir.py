@@ -9,6 +9,8 @@ without anyone noticing, and this module refuses each with one error line:
   hosts it may not exclude a process on another host.)
 - a resume with another config: the stored DIR/config.json must equal the new
   resolved config except for SAFE_KEYS (or keys named by --allow_config_change).
+  Keys that only one side has (added or removed by a code update since the
+  run started) only warn: their defaults keep the old behaviour.
 - a resume on other data: DIR/data.json holds the counts and a SHA-256 of the
   training split (images, labels, ids); they must match.
 A run is finished only once DIR/done.json exists: it is written last, after
@@ -23,6 +25,7 @@ import socket
 import time
 
 import numpy as np
+from absl import logging
 
 # Keys that may change when a run resumes: they do not change the weights
 # trained so far. `epochs` extends a run, `eval.*` re-evaluates it.
@@ -113,10 +116,17 @@ def check_identity(workdir, config_dict, fingerprint, allow=()):
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
     old = read_json(config_path)
+    old_flat, new_flat = flatten(old), flatten(config_dict)
     changed = [k for k in config_changes(old, config_dict)
                if not key_matches(k, SAFE_KEYS) and not key_matches(k, allow)]
+    # A key only one side has was added or removed by a code change since the
+    # run started: its default keeps the old behaviour, so it is not refused.
+    versioned = [k for k in changed if (k in old_flat) != (k in new_flat)]
+    if versioned:
+      logging.warning("config keys added or removed since %s was written: %s",
+                      config_path, ", ".join(versioned))
+    changed = [k for k in changed if k not in versioned]
     if changed:
-      old_flat, new_flat = flatten(old), flatten(config_dict)
       shown = ", ".join(f"{k} ({old_flat.get(k, '<absent>')!r} -> "
                         f"{new_flat.get(k, '<absent>')!r})" for k in changed[:6])
       more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""

@@ -88,6 +88,9 @@ def test_claim_of_a_new_workdir_that_fails_leaves_nothing(tmp_path):
     workdir_lib.claim(workdir, {"seed": 1}, {})
   assert workdir_lib.claim(workdir, {"seed": 1}, {}, allow=["seed"]) is False
   workdir_lib.release(workdir)
+  # A key added to the config since (a code update) is not a difference.
+  assert workdir_lib.claim(workdir, {"seed": 0, "new_key": 1}, {}) is False
+  workdir_lib.release(workdir)
   fresh = str(tmp_path / "fresh")
   assert workdir_lib.claim(fresh, {"seed": 1}, {}) is True
   workdir_lib.release(fresh, remove_if_empty=True)
