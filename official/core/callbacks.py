@@ -89,11 +89,14 @@ class Checkpointer:
                                               max_to_keep=self.keep)
 
   def check_finite(self, where):
-    """Raises NonFiniteError if a network, optimizer or method variable is
-    NaN or infinite (one reduction per variable, one host transfer)."""
+    """Raises NonFiniteError if a network or optimizer variable is NaN or
+    infinite (one reduction per variable, one host transfer).
+
+    Method state is not checked: memories use inf/NaN as "not seen yet"
+    (MAIL's margins, GAIRAT's and LRAT's kappa before an example's first step).
+    """
     variables = [v for v in (*self.trainer.network.weights,
-                             *self.trainer.optimizer.variables,
-                             *_state_variables(self.trainer.method_state).values())
+                             *self.trainer.optimizer.variables)
                  if tf.as_dtype(v.dtype).is_floating]
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
     if not bool(finite.numpy()):
