@@ -58,7 +58,8 @@ def flatten(tree, prefix=""):
 def config_changes(old, new):
   """Sorted keys whose values differ between two resolved config dicts."""
   a, b = flatten(old), flatten(new)
-  return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+  absent = "<absent>"
+  return sorted(k for k in set(a) | set(b) if a.get(k, absent) != b.get(k, absent))
 
 
 def read_json(path):
@@ -175,7 +176,8 @@ def release(workdir, remove_if_empty=False):
   if f is not None:
     fcntl.flock(f, fcntl.LOCK_UN)
     f.close()
-  if remove_if_empty and os.path.isdir(workdir) and set(os.listdir(workdir)) <= {".lock"}:
+  if (remove_if_empty and os.path.isdir(workdir)
+      and set(os.listdir(workdir)) <= {".lock"}):
     shutil.rmtree(workdir, ignore_errors=True)
 
 
