@@ -219,8 +219,10 @@ def _write_run_files(resolved, workdir, fingerprint):
     except ValueError:
       previous = None  # no checkpoints (else claim() had refused): replaced
     if previous != resolved:
-      logging.warning("config differs from the one saved in %s; keeping the "
-                      "old one as config.previous.json", path)
+      changed = (workdir_lib.config_changes(previous, resolved)
+                 if previous is not None else ["unreadable"])
+      say(f"Config changed since the last run ({', '.join(changed)}); the old "
+          "one is kept as config.previous.json")
       os.replace(path, os.path.join(workdir, "config.previous.json"))
   with open(path, "w") as f:
     json.dump(resolved, f, indent=2, sort_keys=True)

@@ -91,6 +91,8 @@ def test_nan_run_stops_keeps_the_finite_checkpoint_and_resumes(tmp_path):
                             "--allow_config_change=optimizer.lr_decay"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert f"Resuming {workdir} from epoch 1" in proc.stdout
+  assert ("Config changed since the last run (optimizer.lr_decay); the old one "
+          "is kept as config.previous.json") in proc.stdout
   assert "Epoch 1/3" not in proc.stdout and "Epoch 3/3" in proc.stdout
   assert protocol.finished(workdir)
   # The end summary: headline accuracy, artifacts and the venv's tensorboard.
