@@ -3,15 +3,23 @@ r"""Trains, evaluates and exports an adversarially robust classifier.
   python -m official.train --config=configs/lrat.py --workdir=runs/lrat
   python -m official.train --config=configs/at.py:digits --config.epochs=5
 
+A workdir holds one run: it is locked while a run uses it, and resuming it
+with another config or other data is refused (official/core/workdir.py).
+A non-finite loss or weight ends the run with exit code 1, keeping the last
+finite checkpoint; bad input ends with one `error:` line and exit code 2.
+
 Reads top to bottom: config -> data -> model -> objective, attack, method ->
 fit (checkpoint every epoch, resume from the last) -> evaluation -> export.
 Everything that can be wrong with the input is checked in `prepare()`, before
 anything is written, so a bad flag leaves an existing workdir untouched.
 """
+import contextlib
+import hashlib
 import importlib.util
 import os
 import re
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -26,26 +34,64 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/lrat.py[:preset,...].",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory (default: runs/<config>-<preset>).")
+    "workdir", None, "Run directory (default: runs/<config>-<preset>, plus a "
+    "short hash of the --config.* overrides that change the training).")
+_ALLOW = flags.DEFINE_list(
+    "allow_config_change", [],
+    "Config keys (or `prefix.*`) that may differ from the workdir's "
+    "config.json on resume, besides the always safe ones (epochs, eval.*, "
+    "checkpoints_to_keep, xla, data.eval_batch_size); e.g. "
+    "optimizer.learning_rate to resume a diverged run at a lower rate.")
 
 
-def default_workdir(config_arg):
+def config_overrides(argv):
+  """The `--config.k=v` arguments, as `k=v`, in command-line order."""
+  out = []
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config."):
+      if "=" in arg:
+        out.append(arg[len("--config."):])
+      elif i + 1 < len(argv):
+        out.append(f"{arg[len('--config.'):]}={argv[i + 1]}")
+  return out
+
+
+def default_workdir(config_arg, overrides=()):
+  """runs/<config>-<presets>[-<hash>]: the hash (6 hex digits) covers the
+  overrides of keys that change the training (not epochs, eval.*, ...), so
+  `--config.seed=1` gets its own workdir and `--config.epochs=9` extends."""
+  from official.core import workdir as workdir_lib  # numpy only: light
   path, _, preset = (config_arg or "").partition(":")
   name = os.path.splitext(os.path.basename(path))[0]
-  return os.path.join("runs", f"{name}-{preset.replace(',', '-')}" if preset else name)
+  name = f"{name}-{preset.replace(',', '-')}" if preset else name
+  changing = sorted(o for o in overrides if not workdir_lib.key_matches(
+      o.split("=", 1)[0], workdir_lib.SAFE_KEYS))
+  if changing:
+    name += "-" + hashlib.sha256("\n".join(changing).encode()).hexdigest()[:6]
+  return os.path.join("runs", name)
 
 
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  from official.core import experiment  # heavy imports after flag parsing
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].serialize()
-                                              .partition("=")[2])
+  if _CONFIG.value is None:  # before the heavy imports: fail in a second
+    _fail("--config is required, e.g. --config=configs/at.py:digits")
+  workdir = _WORKDIR.value or default_workdir(
+      flags.FLAGS["config"].serialize().partition("=")[2],
+      config_overrides(sys.argv))
+  print(f"Workdir: {workdir}", flush=True)
+  with _muted_stderr(_QUIET):  # heavy imports after flag parsing
+    from official.core import callbacks
+    from official.core import experiment
   try:  # config_flags loads the file lazily: a missing one fails here
-    run = experiment.prepare(_CONFIG.value, workdir)
+    run = experiment.prepare(_CONFIG.value, workdir, _ALLOW.value)
   except (ValueError, OSError, KeyError, TypeError) as e:
     _fail(one_line(e))
-  experiment.train_and_evaluate(run)
+  try:
+    results = experiment.train_and_evaluate(run)
+  except callbacks.NonFiniteError as e:
+    _fail(str(e), code=1)
+  print(experiment.summary(run, results), flush=True)
 
 
 def one_line(error):
@@ -59,6 +105,11 @@ def one_line(error):
     if "No such file" in line:
       return line.split("]", 1)[-1].strip()
   return lines[0] if lines else repr(error)
+
+
+def config_file(argv):
+  arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+  return arg.partition(":")[0] or "the config file"
 
 
 def unknown_override(argv):
@@ -87,9 +138,48 @@ def unknown_override(argv):
   return None
 
 
-def _fail(message):
+def _fail(message, code=2):
   print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(code)
+
+
+_QUIET = []
+
+
+@contextlib.contextmanager
+def _muted_stderr(quiet):
+  """Drops what TF's C++ side prints while it loads (`oneDNN custom
+  operations`, `Could not find cuda drivers`: printed before its log level is
+  read). Replayed if the import fails."""
+  if not quiet:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode(errors="replace"))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def quiet_logs(argv):
+  """absl INFO (TF's `Sharding callback duration`, ...) and TF's C++ lines
+  (`E0000 ... CUDA error` on a CPU machine) look like failures: off unless
+  --verbosity is given (0 = INFO, 1+ = debug). Must run before TF is imported.
+  """
+  if any(a.startswith(("--verbosity", "-v=", "--v=")) or a == "-v" for a in argv):
+    return False
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  logging.set_verbosity(logging.WARNING)
+  return True
 
 
 def run_main():
@@ -97,6 +187,8 @@ def run_main():
   # missing config file), instead of absl's traceback.
   try:
     argv = flags.FLAGS(sys.argv)
+  except SyntaxError as e:  # the config file itself does not parse
+    _fail(f"config file {e.filename} line {e.lineno}: {e.msg}")
   except (flags.Error, AttributeError, KeyError, OSError, ValueError,
           TypeError) as e:
     message = None
@@ -106,8 +198,14 @@ def run_main():
       except Exception:  # noqa: BLE001 -- fall back to the original message
         message = None
     _fail(message or one_line(e))
+  except Exception as e:  # noqa: BLE001 -- the config's get_config raised
+    _fail(f"{config_file(sys.argv)}: get_config raised {type(e).__name__}: "
+          f"{one_line(e)}")
   flags.FLAGS.mark_as_parsed()
-  logging.set_verbosity(logging.INFO)
+  if quiet_logs(sys.argv):
+    _QUIET.append(True)
+  else:
+    logging.set_verbosity(flags.FLAGS.verbosity)
   app.run(main, argv=argv, flags_parser=lambda a: a)
 
 

@@ -7,7 +7,7 @@ r"""Runs the small-scale protocol (shared/specs/protocol.md) and tabulates it.
 Each entry of --methods is `config[:presets]`; `--preset` (default `mnist10k`)
 is appended, so `mail:trades` runs `configs/mail.py:trades,mnist10k`. Runs go
 to `--root/<entry>-s<seed>` via `python -m official.train` (one process each,
-as a user would run them); a run whose eval.json exists is not run again, and
+as a user would run them); a finished run (DIR/done.json) is not run again, and
 an interrupted one resumes from its checkpoint. The table (mean ± std over
 seeds, in %; std is the sample std, n - 1; a single seed shows its value) is
 printed as markdown and written to `--root/table.md`. With `--eps_curve`, the
@@ -78,6 +78,22 @@ def command(entry, seed, workdir):
           *[f"--config.{o}" for o in _OVERRIDES.value]]
 
 
+def finished(workdir):
+  """A run is finished once its done.json exists: official.train writes it
+  last, after the export and eval.json (an eval.json alone may be left by a
+  run killed before its export).
+
+  Runs of the code before done.json have no DIR/.lock (the workdir lock came
+  with it); that code wrote eval.json, then the export: both mean finished.
+  """
+  def has(name):
+    return os.path.exists(os.path.join(workdir, name))
+  if has("done.json"):
+    return True
+  return (not has(".lock") and has("eval.json")
+          and has(os.path.join("export", "saved_model.pb")))
+
+
 def _value(results, column):
   """`attack` (its accuracy), `attack.field` or `report.key.field` in one file."""
   node = results
@@ -132,9 +148,9 @@ def load_results(entry, seeds, root):
   """{seed: eval.json} for the seeds of `entry` that have finished."""
   results = {}
   for seed in seeds:
-    path = os.path.join(root, f"{run_name(entry)}-s{seed}", "eval.json")
-    if os.path.exists(path):
-      with open(path) as f:
+    workdir = os.path.join(root, f"{run_name(entry)}-s{seed}")
+    if finished(workdir):
+      with open(os.path.join(workdir, "eval.json")) as f:
         results[seed] = json.load(f)
   return results
 
@@ -262,13 +278,9 @@ def evaluate_runs(entries, seeds, root, specs, preset):
     for seed in seeds:
       for entry in entries:
         workdir = os.path.join(root, f"{run_name(entry)}-s{seed}")
-        if (not os.path.exists(os.path.join(workdir, "eval.json"))
+        if (not finished(workdir)
             or os.path.exists(os.path.join(workdir, f"{attack}.json"))):
           continue
-        if not os.path.exists(os.path.join(workdir, "export")):
-          # Stopped between eval.json and the export: the last checkpoint.
-          _run([sys.executable, "-m", "tools.export", f"--workdir={workdir}",
-                f"--output={os.path.join(workdir, 'export')}"], workdir)
         _run(evaluate_command(entry, workdir, attack, n, preset), workdir)
 
 
@@ -292,7 +304,7 @@ def main(argv):
     for seed in _SEEDS.value:
       for entry in _METHODS.value:
         workdir = os.path.join(root, f"{run_name(entry)}-s{seed}")
-        if os.path.exists(os.path.join(workdir, "eval.json")):
+        if finished(workdir):
           continue
         os.makedirs(workdir, exist_ok=True)
         _run(command(entry, seed, workdir), workdir)

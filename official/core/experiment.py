@@ -13,6 +13,7 @@ from official.common import checks
 from official.core import callbacks
 from official.core import export as export_lib
 from official.core import trainer as trainer_lib
+from official.core import workdir as workdir_lib
 from official.data import registry as data_registry
 from official.evaluation import reports
 from official.evaluation import robustness
@@ -120,6 +121,9 @@ def validate(config):
       raise ValueError(f"attack.epsilon must be in (0, 1], got {value}")
   if not 0.0 < float(config.eval.epsilon) <= 1.0:
     raise ValueError(f"eval.epsilon must be in (0, 1], got {config.eval.epsilon}")
+  tail = float(config.eval.get("tail_fraction", 0.3))
+  if not 0.0 < tail <= 1.0:
+    raise ValueError(f"eval.tail_fraction must be in (0, 1], got {tail}")
   robustness.attack_specs(config.eval)
   reports.check_names(config.eval.reports)
   if "tail_examples" in config.eval.reports:  # its reference must exist now
@@ -127,8 +131,13 @@ def validate(config):
   return objective, training_attack(config, objective)
 
 
-def prepare(config, workdir):
-  """Validates the config and builds everything; writes nothing before the end."""
+def prepare(config, workdir, allow_changes=()):
+  """Validates the config and builds everything.
+
+  Writes nothing until the config and data are known to be good, then claims
+  the workdir (`workdir.claim`: lock, same config and data as its
+  checkpoints, except SAFE_KEYS and `allow_changes`) before restoring.
+  """
   objective, attack = validate(config)
   strategy = make_strategy(config.distribute)
   replicas = strategy.num_replicas_in_sync
@@ -136,83 +145,180 @@ def prepare(config, workdir):
     raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
                      f"{replicas} replicas of distribute={config.distribute}")
   keras.utils.set_random_seed(int(config.seed))
+  say(f"Loading data: {config.data.name}")
   data = data_registry.load(config.data, batch_size=int(config.batch_size),
                             seed=int(config.seed))
   logging.info("Training examples per class: %s", data.class_counts.tolist())
-  with strategy.scope():
-    network = model_registry.build_model(config.model, data.image_shape,
-                                         data.num_classes, seed=int(config.seed))
-    method = method_registry.build_method(config.reweighting, config=config,
-                                          data=data)
-    trainer = trainer_lib.AdversarialTrainer(
-        network, objective=objective,
-        coefficients=objective.coefficients(config.objective),
-        train_attack=attack, method=method,
-        steps_per_epoch=data.steps_per_epoch,
-        weight_decay=float(config.optimizer.weight_decay),
-        seed=int(config.seed), jit_compile=use_xla(config.xla))
-    optimizer = keras.optimizers.SGD(
-        learning_rate=learning_rate(config.optimizer, data.steps_per_epoch),
-        momentum=float(config.optimizer.momentum),
-        nesterov=bool(config.optimizer.nesterov))
-    # Never compile(jit_compile=True) under a strategy: XLA is on PGD only.
-    trainer.compile(optimizer=optimizer, jit_compile=False)
-    checkpointer = callbacks.Checkpointer(
-        os.path.join(workdir, "checkpoints"), trainer,
-        keep=int(config.checkpoints_to_keep))
-    initial_epoch = checkpointer.restore_latest()
-  _write_run_files(config, workdir, data)
+  if int((data.class_counts > 0).sum()) < 2:
+    logging.warning("the training data has a single class (counts %s): the "
+                    "model can only learn to predict it",
+                    data.class_counts.tolist())
+  resolved = json.loads(config.to_json_best_effort())
+  fingerprint = workdir_lib.data_fingerprint(data)
+  created = workdir_lib.claim(workdir, resolved, fingerprint, allow_changes)
+  try:
+    say(f"Building {config.model.name}, objective {config.objective.name}, "
+        f"method {config.reweighting.name}")
+    with strategy.scope():
+      network = build_network(config, data)
+      method = method_registry.build_method(config.reweighting, config=config,
+                                            data=data)
+      trainer = trainer_lib.AdversarialTrainer(
+          network, objective=objective,
+          coefficients=objective.coefficients(config.objective),
+          train_attack=attack, method=method,
+          steps_per_epoch=data.steps_per_epoch,
+          weight_decay=float(config.optimizer.weight_decay),
+          seed=int(config.seed), jit_compile=use_xla(config.xla))
+      optimizer = keras.optimizers.SGD(
+          learning_rate=learning_rate(config.optimizer, data.steps_per_epoch),
+          momentum=float(config.optimizer.momentum),
+          nesterov=bool(config.optimizer.nesterov))
+      # Never compile(jit_compile=True) under a strategy: XLA is on PGD only.
+      trainer.compile(optimizer=optimizer, jit_compile=False)
+      checkpointer = callbacks.Checkpointer(
+          os.path.join(workdir, "checkpoints"), trainer,
+          keep=int(config.checkpoints_to_keep))
+      initial_epoch = checkpointer.restore_latest()
+    _write_run_files(resolved, workdir, fingerprint)
+  except BaseException:
+    workdir_lib.release(workdir, remove_if_empty=created)
+    raise
   if initial_epoch:
-    logging.info("Resuming %s from epoch %d", workdir, initial_epoch)
+    say(f"Resuming {workdir} from epoch {initial_epoch}")
   return Run(config, workdir, strategy, data, trainer, checkpointer,
              initial_epoch)
 
 
-def _write_run_files(config, workdir, data):
+def say(message):
+  """What the run is doing, on stdout (absl INFO is off by default)."""
+  print(message, flush=True)
+
+
+def build_network(config, data):
+  """The network, or one error line when the images are too small for it."""
+  try:
+    return model_registry.build_model(config.model, data.image_shape,
+                                      data.num_classes, seed=int(config.seed))
+  except ValueError as e:
+    h, w = data.image_shape[:2]
+    if min(h, w) >= 32:
+      raise
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"images of {h}x{w} pixels are too small for "
+                     f"model.name={config.model.name}: its convolutions and "
+                     f"pooling shrink them below one pixel ({first})") from None
+
+
+def _write_run_files(resolved, workdir, fingerprint):
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
-  resolved = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
+    try:
+      previous = workdir_lib.read_json(path)
+    except ValueError:
+      previous = None  # no checkpoints (else claim() had refused): replaced
     if previous != resolved:
-      logging.warning("config differs from the one saved in %s; keeping the "
-                      "old one as config.previous.json", path)
+      changed = (workdir_lib.config_changes(previous, resolved)
+                 if previous is not None else ["unreadable"])
+      say(f"Config changed since the last run ({', '.join(changed)}); the old "
+          "one is kept as config.previous.json")
       os.replace(path, os.path.join(workdir, "config.previous.json"))
   with open(path, "w") as f:
     json.dump(resolved, f, indent=2, sort_keys=True)
   with open(os.path.join(workdir, "data.json"), "w") as f:
-    json.dump({"num_train": int(data.num_train), "num_classes": data.num_classes,
-               "class_counts": [int(n) for n in data.class_counts],
-               "image_shape": list(data.image_shape)}, f, indent=2)
+    json.dump(fingerprint, f, indent=2)
 
 
 def train_and_evaluate(run):
+  """Fit, then export, then eval.json, then DIR/done.json (written last).
+
+  Holds the workdir's lock throughout and releases it on any exit. Stale
+  temp folders of a killed save are removed first. NaN/inf weights stop the
+  run (callbacks.NonFiniteError) before any checkpoint, export or eval.json.
+  """
   config, workdir, trainer = run.config, run.workdir, run.trainer
-  epochs = int(config.epochs)
-  if run.initial_epoch < epochs:
-    trainer.fit(
-        run.data.train(run.initial_epoch, epochs),
-        epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
-        steps_per_epoch=run.data.steps_per_epoch,
-        verbose=0,  # callbacks.Progress instead of Keras's bar
-        callbacks=[
-            callbacks.Progress(epochs, run.data.steps_per_epoch,
-                               live=sys.stdout.isatty()),
-            callbacks.CheckpointCallback(run.checkpointer),
-            keras.callbacks.TensorBoard(os.path.join(workdir, "tb")),
-            callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
-                                     run.data.train_ids),
-        ])
-  trainer.method.save_artifacts(workdir)
-  results = evaluate(run)
-  export_lib.export(trainer.network, os.path.join(workdir, "export"))
+  try:
+    for path in workdir_lib.clean_stale(workdir):
+      logging.warning("removed %s, left by an interrupted save", path)
+    workdir_lib.unmark_done(workdir)
+    epochs = int(config.epochs)
+    if run.initial_epoch < epochs:
+      say(f"Training epochs {run.initial_epoch + 1}-{epochs} "
+          f"({run.data.steps_per_epoch} steps each); the first step traces and "
+          "compiles the training attack")
+      trainer.fit(
+          run.data.train(run.initial_epoch, epochs),
+          epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
+          steps_per_epoch=run.data.steps_per_epoch,
+          verbose=0,  # callbacks.Progress instead of Keras's bar
+          callbacks=[
+              callbacks.Progress(epochs, run.data.steps_per_epoch,
+                                 live=sys.stdout.isatty()),
+              callbacks.CheckpointCallback(run.checkpointer),
+              callbacks.TensorBoard(os.path.join(workdir, "tb")),
+              callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
+                                       run.data.train_ids),
+          ])
+    run.checkpointer.check_finite(f"(weights after epoch {epochs})")
+    trainer.method.save_artifacts(workdir)
+    say(f"Exporting the network to {os.path.join(workdir, 'export')}")
+    export_lib.export(trainer.network, os.path.join(workdir, "export"))
+    results = evaluate(run)
+    workdir_lib.mark_done(workdir, {
+        "epochs": epochs,
+        "accuracy": {name: results[name]["accuracy"]
+                     for name in config.eval.attacks if name in results},
+        "artifacts": artifacts(workdir)})
+  finally:
+    workdir_lib.release(workdir)
   return results
+
+
+def artifacts(workdir):
+  """{what: path} of a finished run's outputs that exist."""
+  found = {"eval": "eval.json", "export": "export", "tensorboard": "tb",
+           "checkpoints": "checkpoints", "config": "config.json"}
+  out = {k: os.path.join(workdir, v) for k, v in found.items()
+         if os.path.exists(os.path.join(workdir, v))}
+  names = sorted(os.listdir(workdir))
+  own = {"eval.json", "config.json", "config.previous.json", "data.json",
+         workdir_lib.DONE}
+  for key, found in (("plots", [n for n in names if n.endswith((".png", ".pdf"))]),
+                     ("reports", [n for n in names if n.endswith(".json")
+                                  and n not in own])):
+    if found:
+      out[key] = [os.path.join(workdir, n) for n in found]
+  return out
+
+
+def tensorboard_command(logdir):
+  """The venv's tensorboard (a bare `tensorboard` may not be on PATH)."""
+  binary = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+  if os.path.exists(binary):
+    return f"{binary} --logdir {logdir}"
+  return f"{sys.executable} -m tensorboard.main --logdir {logdir}"
+
+
+def summary(run, results):
+  """The end-of-run text: headline accuracies and where everything went."""
+  lines = [f"Done: {run.workdir} ({int(run.config.epochs)} epochs)"]
+  for name in run.config.eval.attacks:
+    if name in results:
+      r = results[name]
+      lines.append(f"  {name:<8} accuracy {r['accuracy']:.4f}  worst class "
+                   f"{r['worst_class']:.4f}")
+  for what, path in artifacts(run.workdir).items():
+    shown = ", ".join(path) if isinstance(path, list) else path
+    lines.append(f"  {what + ':':<12} {shown}")
+  lines.append("  view:        " + tensorboard_command(
+      os.path.join(run.workdir, "tb")))
+  return "\n".join(lines)
 
 
 def evaluate(run):
   config = run.config
-  logging.info("Evaluating on the test split: %s", ", ".join(config.eval.attacks))
+  say(f"Evaluating on the test split: {', '.join(config.eval.attacks)}")
   logits_fn = lambda x: run.trainer.network(x, training=False)[0]  # noqa: E731
   results = robustness.evaluate(
       logits_fn, run.data.test(), config.eval, run.data.num_classes,
@@ -224,8 +330,10 @@ def evaluate(run):
       jit_compile=use_xla(config.xla),
       training_attacks=(run.trainer.train_attack,
                         *run.trainer.method.extra_attacks))))
-  with open(os.path.join(run.workdir, "eval.json"), "w") as f:
+  path = os.path.join(run.workdir, "eval.json")
+  with open(path + ".tmp", "w") as f:
     json.dump(results, f, indent=2)
+  os.replace(path + ".tmp", path)
   robustness.write_summaries(results, os.path.join(run.workdir, "tb", "eval"))
   for name in config.eval.attacks:
     r = results[name]

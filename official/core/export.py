@@ -1,10 +1,12 @@
 """SavedModel export: of a live network, or of any checkpoint of a run."""
-import json
 import os
 
 import ml_collections as mlc
 import tensorflow as tf
+from absl import logging
 
+from official.core import callbacks
+from official.core import workdir as workdir_lib
 from official.modeling import registry as model_registry
 
 
@@ -25,33 +27,42 @@ def export(network, path):
 def export_checkpoint(workdir, epoch=None, output=None):
   """Rebuilds the run's network from config.json and exports a checkpoint.
 
-  Returns (path, epoch). Default output: WORKDIR/export-epoch<N>.
+  Returns (path, epoch). Default output: WORKDIR/export-epoch<N>. Without
+  `epoch`, the newest readable checkpoint (found from the files, not from the
+  `checkpoint` index, which may be damaged); a damaged one is skipped with a
+  warning. A damaged requested `epoch` is an error naming its file.
   """
   config_path = os.path.join(workdir, "config.json")
   data_path = os.path.join(workdir, "data.json")
   for path in (config_path, data_path):
     if not os.path.exists(path):
       raise ValueError(f"{path} not found: is {workdir} a run directory?")
-  with open(config_path) as f:
-    config = mlc.ConfigDict(json.load(f))
-  with open(data_path) as f:
-    data = json.load(f)  # the network needs only shapes: no data is loaded
+  config = mlc.ConfigDict(workdir_lib.read_json(config_path))
+  data = workdir_lib.read_json(data_path)  # shapes only: no data is loaded
   network = model_registry.build_model(config.model, tuple(data["image_shape"]),
                                        data["num_classes"])
   directory = os.path.join(workdir, "checkpoints")
-  if epoch is None:
-    path = tf.train.latest_checkpoint(directory)
+  numbers = callbacks.checkpoint_numbers(directory)
+  wanted = numbers[::-1] if epoch is None else [n for n in numbers if n == epoch]
+  if not wanted:
+    found = ", ".join(f"ckpt-{n}" for n in numbers) or "none"
+    label = f"ckpt-{epoch} " if epoch is not None else ""
+    raise ValueError(f"no checkpoint {label}in {directory}; found: {found}")
+  damaged = []
+  for number in wanted:
+    path = os.path.join(directory, f"ckpt-{number}")
+    reason = callbacks.unreadable(path)
+    if reason is None:
+      break
+    damaged.append(f"{path}: {reason}")
   else:
-    path = os.path.join(directory, f"ckpt-{epoch}")
-    if not tf.io.gfile.exists(path + ".index"):
-      path = None
-  if path is None:
-    found = sorted(os.path.basename(p).split(".")[0] for p in
-                   tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")))
-    wanted = f"ckpt-{epoch} " if epoch is not None else ""
-    raise ValueError(f"no checkpoint {wanted}in {directory}; found: "
-                     f"{', '.join(found) or 'none'}")
-  tf.train.Checkpoint(network=network).restore(path).expect_partial()
-  number = int(path.rsplit("-", 1)[1])
+    raise ValueError(f"damaged checkpoint {'; '.join(damaged)}")
+  for line in damaged:
+    logging.warning("skipped damaged checkpoint %s", line)
+  try:
+    tf.train.Checkpoint(network=network).restore(path).expect_partial()
+  except (ValueError, AssertionError, tf.errors.OpError) as e:
+    raise ValueError(f"checkpoint {path} does not match {config_path}: "
+                     f"{str(e).strip().splitlines()[0]}") from None
   output = output or os.path.join(workdir, f"export-epoch{number}")
   return export(network, output), number

@@ -49,3 +49,26 @@ def fit_steps(config, workdir, steps, steps_per_epoch=None):
   run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=steps,
                   verbose=0)
   return run
+
+
+# tiny_config's sizes as command-line overrides, for runs through the CLI.
+TINY_FLAGS = [
+    "--config=configs/at.py:digits", "--config.batch_size=32",
+    "--config.model.filters=(16,16,32,32)", "--config.model.dense_units=(64,64)",
+    "--config.attack.steps=2", "--config.eval.attacks=('natural',)",
+    "--config.eval.reports=()", "--config.eval.max_examples=96",
+    "--config.data.eval_batch_size=48"]
+
+
+def train_cli(args, module="official.train", timeout=600):
+  """Runs `python -m official.train ARGS` as a user would (default console:
+  no TF_CPP_MIN_LOG_LEVEL, no --verbosity); returns the CompletedProcess."""
+  import subprocess
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env["CUDA_VISIBLE_DEVICES"] = ""
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
+                        capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def error_lines(proc):
+  return [l for l in proc.stderr.splitlines() if l.startswith("error:")]

@@ -13,6 +13,8 @@ def _write(root, entry, seed, results):
   os.makedirs(workdir)
   with open(os.path.join(workdir, "eval.json"), "w") as f:
     json.dump(results, f)
+  with open(os.path.join(workdir, "done.json"), "w") as f:  # a finished run
+    json.dump({}, f)
 
 
 def _results(pgd, worst, curve=None):
