@@ -47,6 +47,10 @@ EVAL_ATTACKS = {
 }
 
 
+# The attack loss of an AutoAttack name, for reports that group by loss.
+AUTOATTACK_LOSS = {"apgd-ce": "ce"}
+
+
 def attack_specs(eval_cfg):
   """{name: AttackSpec or None} of the per-batch attacks of eval.attacks.
 
@@ -218,9 +222,11 @@ def _evaluate_autoattack(logits_fn, images, labels, names, eval_cfg,
                             progress=progress if verbose else None)
     summary = summarize(result.robust, labels, num_classes, tail)
     summary["clean_accuracy"] = result.clean_accuracy
-    summary["attack"] = {"name": name, "members": list(members),
-                         "epsilon": epsilon, "norm": "linf",
-                         "max_examples": int(len(labels))}
+    # "loss" lets the cross_attack report group it: apgd-ce attacks the
+    # CE loss (seen by CE-trained runs); every other name is its own attack.
+    summary["attack"] = {"name": name, "loss": AUTOATTACK_LOSS.get(name, name),
+                         "members": list(members), "epsilon": epsilon,
+                         "norm": "linf", "max_examples": int(len(labels))}
     if name in autoattack.ENSEMBLES:
       summary["members"] = result.members
     results[name] = summary

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from official.attacks import autoattack
+from official.evaluation import cross_attack
 from official.evaluation import robustness
 
 
@@ -99,6 +100,13 @@ def test_autoattack_names_share_the_summary_schema_and_their_bound(capsys):
   assert fast["members"]["apgd-ce"] == pytest.approx(ce["accuracy"])
   assert fast["accuracy"] == pytest.approx(fast["members"]["apgd-t"])
   assert fast["accuracy"] <= ce["accuracy"] < fast["clean_accuracy"]
+  # cross_attack groups them by loss: apgd-ce is a CE attack, the ensemble
+  # is unseen; neither is taken for the natural accuracy.
+  assert ce["attack"]["loss"] == "ce"
+  groups = cross_attack.group(results, ["ce"])
+  assert groups["natural"] == results["natural"]["accuracy"]
+  assert set(groups["seen"]) == {"apgd-ce", "pgd20"}
+  assert set(groups["unseen"]) == {"autoattack-fast"}
   # The batch loop's bar knows its 3 batches (40 examples by 16).
   assert "3/3" in capsys.readouterr().out
 
