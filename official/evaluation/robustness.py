@@ -6,7 +6,13 @@
    classes (RA-Tail-30 with the default 0.3), "num_examples": n,
    "attack": the attack's settings (epsilon, steps, step_size, restarts, ...)}.
 The attacks are looked up by name in EVAL_ATTACKS; a new one is one entry.
+The AutoAttack family (apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack,
+autoattack-fast) runs on the first eval.autoattack_max_examples examples;
+its summaries add "clean_accuracy" (on those examples) and, for ensembles,
+"members": {member: robust accuracy after it, cumulative, reference order}.
 """
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -47,26 +53,48 @@ EVAL_ATTACKS = {
 }
 
 
-# The attack loss of an AutoAttack name, for reports that group by loss.
+# The attack loss of an AutoAttack name, for reports that group by loss
+# (cross_attack): apgd-ce attacks CE, seen by CE-trained runs; every other
+# name counts as its own attack.
 AUTOATTACK_LOSS = {"apgd-ce": "ce"}
 
 
-def attack_specs(eval_cfg):
-  """{name: AttackSpec or None} of the per-batch attacks of eval.attacks.
+@dataclasses.dataclass(frozen=True)
+class AutoAttackSpec:
+  """An AutoAttack-family evaluation: run at the dataset level, after the
+  per-batch attacks, on the first eval.autoattack_max_examples examples."""
+  name: str
+  members: tuple
+  epsilon: float
+  loss: str
+  norm: str = "linf"
 
-  The AutoAttack family (autoattack.names()) runs at the dataset level and
-  has no spec; its names are checked here too (an ensemble whose member is
-  not registered fails now, not after the per-batch attacks).
-  """
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d["members"] = list(self.members)
+    return d
+
+
+def _autoattack(name):
+  # members_of raises a one-line error if a member is not registered (yet).
+  return lambda c: AutoAttackSpec(name, autoattack.members_of(name),
+                                  float(c.epsilon),
+                                  AUTOATTACK_LOSS.get(name, name))
+
+
+# The AutoAttack family (attacks/autoattack.py): apgd-ce, apgd-dlr, apgd-t,
+# fab-t, square, and the ensembles autoattack, autoattack-fast.
+EVAL_ATTACKS.update({name: _autoattack(name) for name in autoattack.names()})
+
+
+def attack_specs(eval_cfg):
+  """{name: AttackSpec | AutoAttackSpec | None} for eval.attacks, in order."""
   specs = {}
   for name in eval_cfg.attacks:
-    if name in EVAL_ATTACKS:
-      specs[name] = EVAL_ATTACKS[name](eval_cfg)
-    elif name in autoattack.names():
-      autoattack.members_of(name)
-    else:
+    if name not in EVAL_ATTACKS:
       raise ValueError(f"unknown eval attack '{name}' in eval.attacks; valid: "
-                       f"{', '.join(sorted(EVAL_ATTACKS) + list(autoattack.names()))}")
+                       f"{', '.join(sorted(EVAL_ATTACKS))}")
+    specs[name] = EVAL_ATTACKS[name](eval_cfg)
   return specs
 
 
@@ -118,8 +146,11 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
   the reference does. strategy: a tf.distribute strategy; each batch is cut
   into per-replica slices (strategy.run), with the same numbers as 1 device.
   """
-  specs = attack_specs(eval_cfg)
-  aa_names = [n for n in eval_cfg.attacks if n not in specs]
+  all_specs = attack_specs(eval_cfg)
+  aa_specs = {n: s for n, s in all_specs.items()
+              if isinstance(s, AutoAttackSpec)}
+  aa_names = list(aa_specs)
+  specs = {n: s for n, s in all_specs.items() if n not in aa_specs}
   attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile)
              for name, spec in specs.items() if spec is not None}
   seed_base = int(seed) + 7919  # eval noise independent of the training draws
@@ -186,7 +217,7 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
   if aa_names:
     results.update(_evaluate_autoattack(
         logits_fn, np.concatenate(images_aa)[:aa_limit],
-        np.concatenate(labels_aa)[:aa_limit], aa_names, eval_cfg, num_classes,
+        np.concatenate(labels_aa)[:aa_limit], aa_specs, eval_cfg, num_classes,
         seed=seed_base, batch_size=size, jit_compile=jit_compile,
         strategy=strategy, verbose=verbose))
   return {name: results[name] for name in eval_cfg.attacks}
@@ -197,15 +228,14 @@ def _num_batches(dataset):
   return n if n >= 0 else None
 
 
-def _evaluate_autoattack(logits_fn, images, labels, names, eval_cfg,
+def _evaluate_autoattack(logits_fn, images, labels, specs, eval_cfg,
                          num_classes, *, seed, batch_size, jit_compile,
                          strategy, verbose):
-  """Summaries of the AutoAttack names on (images, labels)."""
+  """Summaries of the AutoAttack specs on (images, labels)."""
   results = {}
-  epsilon = float(eval_cfg.epsilon)
   tail = float(eval_cfg.get("tail_fraction", 0.3))
-  for name in names:
-    members = autoattack.members_of(name)
+  for name, spec in specs.items():
+    members = spec.members
     bars = {}
 
     def progress(member, b, num_batches, accuracy, bars=bars):
@@ -216,17 +246,13 @@ def _evaluate_autoattack(logits_fn, images, labels, names, eval_cfg,
             stateful_metrics=["robust"])
       bars[member].update(b + 1, values=[("robust", accuracy)])
 
-    result = autoattack.run(logits_fn, images, labels, epsilon, members,
+    result = autoattack.run(logits_fn, images, labels, spec.epsilon, members,
                             seed=seed, batch_size=batch_size,
                             jit_compile=jit_compile, strategy=strategy,
                             progress=progress if verbose else None)
     summary = summarize(result.robust, labels, num_classes, tail)
     summary["clean_accuracy"] = result.clean_accuracy
-    # "loss" lets the cross_attack report group it: apgd-ce attacks the
-    # CE loss (seen by CE-trained runs); every other name is its own attack.
-    summary["attack"] = {"name": name, "loss": AUTOATTACK_LOSS.get(name, name),
-                         "members": list(members), "epsilon": epsilon,
-                         "norm": "linf", "max_examples": int(len(labels))}
+    summary["attack"] = dict(spec.to_dict(), max_examples=int(len(labels)))
     if name in autoattack.ENSEMBLES:
       summary["members"] = result.members
     results[name] = summary

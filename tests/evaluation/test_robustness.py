@@ -130,6 +130,9 @@ def test_evaluation_under_two_replicas_equals_one_device():
 
 
 def test_unknown_or_unregistered_autoattack_names(monkeypatch):
+  # Every AA name is an EVAL_ATTACKS entry (what tools check for).
+  assert {"apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack",
+          "autoattack-fast"} <= set(robustness.EVAL_ATTACKS)
   monkeypatch.delitem(autoattack.MEMBERS, "fab-t", raising=False)
   with pytest.raises(ValueError, match="attack 'autoattack' needs member "
                      "'fab-t'"):
