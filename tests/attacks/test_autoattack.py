@@ -94,18 +94,22 @@ def test_autoattack_fast_reaches_the_analytic_robust_accuracy():
     assert np.abs(result.x_adv - x).max() <= eps + 1e-6
 
 
-def test_two_replicas_equal_one_device_and_seeds_repeat():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_two_replicas_equal_one_device_and_seeds_repeat(jit_compile):
   forward, x, y, _ = linear.make(10, num_points=40, seed=2)
   members = ("apgd-ce", "apgd-t")
   strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
   run = lambda s=None, seed=0: autoattack.run(  # noqa: E731
-      forward, x, y, 0.015, members, seed=seed, batch_size=16, strategy=s)
+      forward, x, y, 0.015, members, seed=seed, batch_size=16, strategy=s,
+      jit_compile=jit_compile)
   one, two = run(), run(strategy)
   assert strategy.num_replicas_in_sync == 2
   np.testing.assert_array_equal(one.robust, two.robust)
   np.testing.assert_allclose(one.x_adv, two.x_adv, atol=1e-6)
   assert one.members == two.members
   assert 0.0 < one.robust.mean() < one.clean_accuracy
+  if jit_compile:
+    return
   again = run()
   np.testing.assert_array_equal(one.x_adv, again.x_adv)
   # The random starts matter here (so replicas do draw the same starts).
