@@ -25,7 +25,8 @@ def make(num_classes, num_points=200, seed=0, shape=(4, 4, 1)):
   for j in range(num_classes):
     gap = np.abs(w[:, y] - w[:, [j]]).sum(0)  # ||w_y - w_j||_1 per point
     m = z[np.arange(num_points), y] - z[:, j]
-    radius = np.where(j == y, radius, np.minimum(radius, m / np.maximum(gap, 1e-12)))
+    radius = np.where(j == y, radius,
+                      np.minimum(radius, m / np.maximum(gap, 1e-12)))
 
   def forward(images):
     flat = tf.reshape(images, [tf.shape(images)[0], -1])
