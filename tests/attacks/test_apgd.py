@@ -83,14 +83,38 @@ def test_rows_the_model_gets_wrong_are_not_attacked():
 
 @pytest.fixture(scope="module")
 def digits_model():
-  """A small classifier trained (naturally) on scikit-learn's digits."""
+  """An MLP adversarially trained on digits (FGSM with a random start, Wong
+  et al. 2020, eps 0.1, 10 epochs: seconds), so that PGD-20 at the protocol's
+  settings leaves about half of the test points robust."""
   d = datasets.load_digits()
   x = (d.images / 16.0).astype("float32")[..., None]
   y = d.target.astype("int32")
-  model = _mlp()
-  model.compile(keras.optimizers.Adam(1e-2),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  model.fit(x[:1400], y[:1400], epochs=15, batch_size=64, verbose=0)
+  model = _mlp(classes=10)
+  optimizer = keras.optimizers.Adam(1e-2)
+  eps = 0.1
+
+  def ce(images, labels):
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, model(tf.clip_by_value(images, 0.0, 1.0))))
+
+  @tf.function
+  def step(xb, yb, seed):
+    delta = tf.random.stateless_uniform(tf.shape(xb), seed, -eps, eps)
+    with tf.GradientTape() as tape:
+      tape.watch(delta)
+      loss = ce(xb + delta, yb)
+    delta = tf.clip_by_value(
+        delta + 1.25 * eps * tf.sign(tape.gradient(loss, delta)), -eps, eps)
+    with tf.GradientTape() as tape:
+      loss = ce(xb + delta, yb)
+    optimizer.apply(tape.gradient(loss, model.trainable_variables),
+                    model.trainable_variables)
+
+  i = 0
+  for _ in range(10):
+    for s in range(0, 1400 - 63, 64):
+      step(x[s:s + 64], y[s:s + 64], tf.constant([0, i], tf.int64))
+      i += 1
   return model, x[1400:1656], y[1400:1656]
 
 
@@ -99,15 +123,14 @@ def test_apgd_ce_is_at_least_as_strong_as_pgd20(digits_model):
   forward = lambda images: model(images, training=False)  # noqa: E731
   acc = lambda images: float(np.mean(  # noqa: E731
       np.argmax(forward(images).numpy(), -1) == y))
-  # PGD-20 with the protocol's ratios (step eps / 10, uniform start), at a
-  # radius where this (naturally trained) model keeps some robustness.
-  eps = 0.03
-  spec = pgd.AttackSpec("pgd20", "ce", eps, eps / 10, 20, "uniform")
+  # PGD-20 with the protocol's settings (eps 0.1, step 0.01, uniform start).
+  eps = 0.1
+  spec = pgd.AttackSpec("pgd20", "ce", eps, 0.01, 20, "uniform")
   x_pgd, _ = pgd.make_attack(forward, spec)(x, y, [0, 0])
   x_apgd = apgd.apgd_ce(forward, x, y, eps, seed=[0, 0])
   clean, robust_pgd, robust_apgd = acc(x), acc(x_pgd), acc(x_apgd)
   assert robust_pgd < clean
-  assert robust_pgd > 0.1  # a comparison with something left to break
+  assert robust_pgd > 0.3  # a comparison with something left to break
   assert robust_apgd <= robust_pgd
   assert np.abs(x_apgd.numpy() - x).max() <= eps + 1e-6
 
