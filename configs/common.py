@@ -77,6 +77,10 @@ def base():
   c.eval.restarts = 1
   c.eval.tail_fraction = 0.3          # RA-Tail-30: the 30% weakest classes
   c.eval.max_examples = 0             # 0 = the whole test split
+  # The AutoAttack family (apgd-ce, apgd-dlr, apgd-t, fab-t, square,
+  # autoattack, autoattack-fast in eval.attacks) costs hundreds of forward and
+  # backward passes per example: it runs on the first N test examples only.
+  c.eval.autoattack_max_examples = 0  # 0 = as eval.max_examples
   # Extra reports (official/evaluation/reports.py); cross_attack: seen vs
   # unseen attacks (cheap: it only groups the results of eval.attacks).
   c.eval.reports = ("cross_attack",)

@@ -40,3 +40,36 @@ def attack_loss(name, logits, labels, nat_logits=None, confidence=50.0):
   if name == "kl":
     return kl_divergence(nat_logits, logits)
   raise ValueError(f"unknown attack loss '{name}'; valid: ce, cw, kl")
+
+
+def dlr(logits, labels):
+  """Difference of Logits Ratio (Croce & Hein 2020, eq. 5), untargeted.
+
+  loss = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3), with z_pi the logits
+  sorted in decreasing order. Dividing by a logit difference makes the loss
+  invariant to shifting and rescaling the logits, so a model cannot hide
+  behind large or saturated logits as it can with cross-entropy. Needs at
+  least 3 classes. 1e-12 keeps constant logits finite, as in the reference.
+  """
+  labels = tf.cast(labels, tf.int32)
+  top = tf.math.top_k(logits, 3).values
+  true_logit = tf.gather(logits, labels, axis=-1, batch_dims=1)
+  # The best wrong logit: the 2nd largest if the top one is the true class.
+  top_is_true = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+  other = tf.where(top_is_true, top[:, 1], top[:, 0])
+  return -(true_logit - other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted(logits, labels, target):
+  """Targeted DLR (Croce & Hein 2020, eq. 6) towards class `target`.
+
+  loss = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2). Needs at least 4
+  classes.
+  """
+  labels = tf.cast(labels, tf.int32)
+  top = tf.math.top_k(logits, 4).values
+  true_logit = tf.gather(logits, labels, axis=-1, batch_dims=1)
+  target_logit = tf.gather(logits, tf.cast(target, tf.int32), axis=-1,
+                           batch_dims=1)
+  return -(true_logit - target_logit) / (
+      top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)

@@ -6,11 +6,18 @@
    classes (RA-Tail-30 with the default 0.3), "num_examples": n,
    "attack": the attack's settings (epsilon, steps, step_size, restarts, ...)}.
 The attacks are looked up by name in EVAL_ATTACKS; a new one is one entry.
+The AutoAttack family (apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack,
+autoattack-fast) runs on the first eval.autoattack_max_examples examples;
+its summaries add "clean_accuracy" (on those examples) and, for ensembles,
+"members": {member: robust accuracy after it, cumulative, reference order}.
 """
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 import keras
 
+from official.attacks import autoattack
 from official.attacks import pgd
 
 
@@ -46,7 +53,42 @@ EVAL_ATTACKS = {
 }
 
 
+# The attack loss of an AutoAttack name, for reports that group by loss
+# (cross_attack): apgd-ce attacks CE, seen by CE-trained runs; every other
+# name counts as its own attack.
+AUTOATTACK_LOSS = {"apgd-ce": "ce"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoAttackSpec:
+  """An AutoAttack-family evaluation: run at the dataset level, after the
+  per-batch attacks, on the first eval.autoattack_max_examples examples."""
+  name: str
+  members: tuple
+  epsilon: float
+  loss: str
+  norm: str = "linf"
+
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d["members"] = list(self.members)
+    return d
+
+
+def _autoattack(name):
+  # members_of raises a one-line error if a member is not registered (yet).
+  return lambda c: AutoAttackSpec(name, autoattack.members_of(name),
+                                  float(c.epsilon),
+                                  AUTOATTACK_LOSS.get(name, name))
+
+
+# The AutoAttack family (attacks/autoattack.py): apgd-ce, apgd-dlr, apgd-t,
+# fab-t, square, and the ensembles autoattack, autoattack-fast.
+EVAL_ATTACKS.update({name: _autoattack(name) for name in autoattack.names()})
+
+
 def attack_specs(eval_cfg):
+  """{name: AttackSpec | AutoAttackSpec | None} for eval.attacks, in order."""
   specs = {}
   for name in eval_cfg.attacks:
     if name not in EVAL_ATTACKS:
@@ -76,54 +118,143 @@ def summarize(correct, labels, num_classes, tail_fraction=0.3):
   }
 
 
+def _limit(value):
+  value = int(value or 0)
+  return value if value > 0 else None
+
+
+def _pad_rows(t, size):
+  """t with its rows repeated cyclically up to `size` rows."""
+  n = tf.shape(t)[0]
+  return tf.gather(t, tf.range(size) % n)
+
+
 def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
-             jit_compile=False, verbose=1):
+             jit_compile=False, verbose=1, strategy=None):
   """Runs every attack of `eval_cfg.attacks` over `dataset`.
 
   logits_fn: images -> logits (training=False). dataset yields dicts with
-  "image" and "label". Returns {attack name: summary} (see module docstring).
+  "image" and "label". Returns {attack name: summary} (see module docstring),
+  in the order of eval.attacks.
+
+  Per-batch attacks (EVAL_ATTACKS) run batch by batch on the first
+  eval.max_examples examples. Every batch is padded to the size of the first
+  (repeating its rows; the copies are dropped) so that XLA compiles one
+  shape and replicas split it evenly. The AutoAttack family runs after the
+  batch loop on the first eval.autoattack_max_examples collected images
+  (0 = as eval.max_examples), each member on the points still robust, as
+  the reference does. strategy: a tf.distribute strategy; each batch is cut
+  into per-replica slices (strategy.run), with the same numbers as 1 device.
   """
-  specs = attack_specs(eval_cfg)
+  all_specs = attack_specs(eval_cfg)
+  aa_specs = {n: s for n, s in all_specs.items()
+              if isinstance(s, AutoAttackSpec)}
+  aa_names = list(aa_specs)
+  specs = {n: s for n, s in all_specs.items() if n not in aa_specs}
   attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile)
              for name, spec in specs.items() if spec is not None}
+  seed_base = int(seed) + 7919  # eval noise independent of the training draws
 
-  @tf.function
   def batch_correct(images, labels, index):
     out = {}
     for name in specs:
       x = images
       if name in attacks:
         # (seed, batch, attack name): independent of the other attacks.
-        seed = pgd.stateless_seed(seed_base, index, name)
-        x, _ = attacks[name](images, labels, seed)
+        x, _ = attacks[name](images, labels,
+                             pgd.stateless_seed(seed_base, index, name))
       out[name] = tf.equal(
           tf.argmax(logits_fn(x), -1, output_type=tf.int32), labels)
     return out
 
-  seed_base = int(seed) + 7919  # eval noise independent of the training draws
+  call = autoattack.replicated(batch_correct, strategy, function=True)
+  replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+  limit = _limit(eval_cfg.get("max_examples", 0))
+  aa_limit = _limit(eval_cfg.get("autoattack_max_examples", 0)) or limit
+  if not aa_names:
+    aa_limit = 0
+  # Read the dataset only as far as the limits of the paths in use.
+  limits = ([limit] if specs else []) + ([aa_limit] if aa_names else [])
+  needed = None if None in limits else max(limits, default=0)
   correct = {name: [] for name in specs}
-  labels_all = []
-  limit = int(eval_cfg.get("max_examples", 0) or 0)
-  seen = 0
-  progress = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
+  labels_all, images_aa, labels_aa = [], [], []
+  seen = size = 0
+  progress = keras.utils.Progbar(
+      _num_batches(dataset), verbose=verbose, unit_name="batch",
+      stateful_metrics=list(specs))
   for index, batch in enumerate(dataset):
-    if limit and seen >= limit:
+    if needed is not None and seen >= needed:
       break
+    images = tf.cast(batch["image"], tf.float32)
     labels = tf.cast(batch["label"], tf.int32)
-    out = batch_correct(tf.cast(batch["image"], tf.float32), labels,
-                        tf.constant(index, tf.int64))
-    for name in specs:
-      correct[name].append(out[name].numpy())
-    labels_all.append(labels.numpy())
-    seen += int(labels.shape[0])
-    progress.add(1)
-  labels_all = np.concatenate(labels_all)[:limit or None]
+    real = int(labels.shape[0])
+    if not size:  # the first batch fixes the shape
+      size = -(-real // replicas) * replicas
+      if needed is not None:
+        progress.target = min(progress.target or np.inf, -(-needed // real))
+    if aa_names and (aa_limit is None or seen < aa_limit):
+      images_aa.append(images.numpy())
+      labels_aa.append(labels.numpy())
+    if specs and (limit is None or seen < limit):
+      out = call((_pad_rows(images, size), _pad_rows(labels, size)),
+                 (tf.constant(index, tf.int64),))
+      for name in specs:
+        correct[name].append(out[name].numpy()[:real])
+      labels_all.append(labels.numpy())
+    seen += real
+    running = [(name, float(np.concatenate(correct[name]).mean()))
+               for name in specs if correct[name]]
+    progress.add(1, values=running)
   tail = float(eval_cfg.get("tail_fraction", 0.3))
   results = {}
+  if specs:
+    labels_all = np.concatenate(labels_all)[:limit]
+    for name, spec in specs.items():
+      summary = summarize(np.concatenate(correct[name])[:limit], labels_all,
+                          num_classes, tail)
+      summary["attack"] = spec.to_dict() if spec is not None else {}
+      results[name] = summary
+  if aa_names:
+    results.update(_evaluate_autoattack(
+        logits_fn, np.concatenate(images_aa)[:aa_limit],
+        np.concatenate(labels_aa)[:aa_limit], aa_specs, eval_cfg, num_classes,
+        seed=seed_base, batch_size=size, jit_compile=jit_compile,
+        strategy=strategy, verbose=verbose))
+  return {name: results[name] for name in eval_cfg.attacks}
+
+
+def _num_batches(dataset):
+  n = int(dataset.cardinality())
+  return n if n >= 0 else None
+
+
+def _evaluate_autoattack(logits_fn, images, labels, specs, eval_cfg,
+                         num_classes, *, seed, batch_size, jit_compile,
+                         strategy, verbose):
+  """Summaries of the AutoAttack specs on (images, labels)."""
+  results = {}
+  tail = float(eval_cfg.get("tail_fraction", 0.3))
   for name, spec in specs.items():
-    summary = summarize(np.concatenate(correct[name])[:limit or None],
-                        labels_all, num_classes, tail)
-    summary["attack"] = spec.to_dict() if spec is not None else {}
+    members = spec.members
+    bars = {}
+
+    def progress(member, b, num_batches, accuracy, bars=bars):
+      if member not in bars:  # one bar per member, with its robust accuracy
+        print(f"{name}: {member} on the points still robust")
+        bars[member] = keras.utils.Progbar(
+            num_batches, verbose=verbose, unit_name="batch",
+            stateful_metrics=["robust"])
+      bars[member].update(b + 1, values=[("robust", accuracy)])
+
+    result = autoattack.run(logits_fn, images, labels, spec.epsilon, members,
+                            seed=seed, batch_size=batch_size,
+                            jit_compile=jit_compile, strategy=strategy,
+                            progress=progress if verbose else None)
+    summary = summarize(result.robust, labels, num_classes, tail)
+    summary["clean_accuracy"] = result.clean_accuracy
+    summary["attack"] = dict(spec.to_dict(), max_examples=int(len(labels)))
+    if name in autoattack.ENSEMBLES:
+      summary["members"] = result.members
     results[name] = summary
   return results
 

@@ -30,3 +30,20 @@ def test_cross_entropy_is_per_example():
   got = losses.cross_entropy(logits, tf.constant([0, 0])).numpy()
   np.testing.assert_allclose(got, [np.log(1 + np.exp(-2)), np.log(1 + np.exp(2))],
                              rtol=1e-6)
+
+
+def test_dlr_by_hand():
+  logits = tf.constant([[3.0, 1.0, 2.0, 0.0], [3.0, 1.0, 2.0, 0.0]])
+  # Sorted 3 > 2 > 1 > 0. Row 0 (y = 0, the top): -(3 - 2) / (3 - 1);
+  # row 1 (y = 1): the best wrong logit is the top, -(1 - 3) / (3 - 1).
+  np.testing.assert_allclose(
+      losses.dlr(logits, tf.constant([0, 1])).numpy(), [-0.5, 1.0], rtol=1e-6)
+  # Targeted towards 3: -(z_y - z_3) / (3 - (1 + 0) / 2).
+  np.testing.assert_allclose(
+      losses.dlr_targeted(logits, tf.constant([0, 1]),
+                          tf.constant([3, 3])).numpy(),
+      [-3.0 / 2.5, -1.0 / 2.5], rtol=1e-6)
+  # Shift and scale invariant (the point of DLR), unlike cross-entropy.
+  np.testing.assert_allclose(
+      losses.dlr(7.0 * logits + 5.0, tf.constant([0, 1])).numpy(),
+      [-0.5, 1.0], rtol=1e-5)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from official.attacks import autoattack
+from official.evaluation import cross_attack
 from official.evaluation import robustness
 
 
@@ -54,3 +56,87 @@ def test_an_attack_does_not_depend_on_its_neighbours():
   other = robustness.evaluate(lambda x: model(x), data, _eval_cfg(("pgd20",)),
                               3, seed=2, verbose=0)
   assert other["pgd20"]["accuracy"] != alone["pgd20"]["accuracy"]
+
+
+def _ten_class_data(n=40, batch=16, seed=0):
+  keras.utils.set_random_seed(seed)
+  model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(10)])
+  rng = np.random.default_rng(seed)
+  images = rng.uniform(size=(n, 6, 6, 1)).astype(np.float32)
+  labels = np.argmax(model(images).numpy(), -1).astype(np.int32)
+  labels[:3] = (labels[:3] + 1) % 10  # a few clean mistakes
+  data = tf.data.Dataset.from_tensor_slices(
+      {"image": images, "label": labels}).batch(batch)
+  return model, data
+
+
+def _aa_cfg(attacks, **overrides):
+  cfg = _eval_cfg(attacks)
+  cfg.epsilon = 0.02
+  cfg.autoattack_max_examples = 0
+  cfg.update(overrides)
+  return cfg
+
+
+def test_autoattack_names_share_the_summary_schema_and_their_bound(capsys):
+  model, data = _ten_class_data()
+  cfg = _aa_cfg(("natural", "apgd-ce", "autoattack-fast", "pgd20"),
+                autoattack_max_examples=24)
+  results = robustness.evaluate(lambda x: model(x), data, cfg, 10, seed=0)
+  assert list(results) == ["natural", "apgd-ce", "autoattack-fast", "pgd20"]
+  assert results["natural"]["num_examples"] == 40
+  fast, ce = results["autoattack-fast"], results["apgd-ce"]
+  for r in (fast, ce):
+    assert r["num_examples"] == 24
+    assert set(r) >= {"accuracy", "per_class", "worst_class", "tail",
+                      "num_examples", "attack"}
+    assert r["clean_accuracy"] == pytest.approx(21 / 24)
+  assert fast["attack"]["members"] == ["apgd-ce", "apgd-t"]
+  assert fast["attack"]["epsilon"] == pytest.approx(0.02)
+  assert list(fast["members"]) == ["apgd-ce", "apgd-t"]
+  assert "members" not in ce
+  # Same images, same seed: the ensemble's first member is apgd-ce itself.
+  assert fast["members"]["apgd-ce"] == pytest.approx(ce["accuracy"])
+  assert fast["accuracy"] == pytest.approx(fast["members"]["apgd-t"])
+  assert fast["accuracy"] <= ce["accuracy"] < fast["clean_accuracy"]
+  # cross_attack groups them by loss: apgd-ce is a CE attack, the ensemble
+  # is unseen; neither is taken for the natural accuracy.
+  assert ce["attack"]["loss"] == "ce"
+  groups = cross_attack.group(results, ["ce"])
+  assert groups["natural"] == results["natural"]["accuracy"]
+  assert set(groups["seen"]) == {"apgd-ce", "pgd20"}
+  assert set(groups["unseen"]) == {"autoattack-fast"}
+  # The batch loop's bar knows its 3 batches (40 examples by 16).
+  assert "3/3" in capsys.readouterr().out
+
+
+def test_evaluation_under_two_replicas_equals_one_device():
+  # 40 examples by 16: the last batch (8) is padded; AA re-batches by 16.
+  model, data = _ten_class_data()
+  cfg = _aa_cfg(("natural", "pgd20", "autoattack-fast"))
+  one = robustness.evaluate(lambda x: model(x), data, cfg, 10, seed=3,
+                            verbose=0)
+  strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+  two = robustness.evaluate(lambda x: model(x), data, cfg, 10, seed=3,
+                            verbose=0, strategy=strategy)
+  for name in cfg.attacks:
+    np.testing.assert_array_equal(one[name]["per_class"],
+                                  two[name]["per_class"])
+  assert one["autoattack-fast"]["members"] == two["autoattack-fast"]["members"]
+  assert one["pgd20"]["accuracy"] < one["natural"]["accuracy"]
+  # The last, padded batch counts its 8 real rows only.
+  assert one["pgd20"]["num_examples"] == 40
+
+
+def test_unknown_or_unregistered_autoattack_names(monkeypatch):
+  # Every AA name is an EVAL_ATTACKS entry (what tools check for).
+  assert {"apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack",
+          "autoattack-fast"} <= set(robustness.EVAL_ATTACKS)
+  monkeypatch.delitem(autoattack.MEMBERS, "fab-t", raising=False)
+  with pytest.raises(ValueError, match="attack 'autoattack' needs member "
+                     "'fab-t'"):
+    robustness.attack_specs(_aa_cfg(("pgd20", "autoattack")))
+  with pytest.raises(ValueError, match="unknown eval attack 'aa' in "
+                     "eval.attacks; valid: .*autoattack-fast"):
+    robustness.attack_specs(_aa_cfg(("aa",)))
