@@ -1,4 +1,4 @@
-"""FAB-T: the targeted Fast Adaptive Boundary attack, L-infinity.
+"""FAB-T: the targeted Fast Adaptive Boundary attack, L-infinity (and L2).
 
 Croce & Hein, "Minimally distorted adversarial examples with a fast adaptive
 boundary attack", ICML 2020 (arXiv 1907.02044), as AutoAttack's `standard`
@@ -12,9 +12,9 @@ boundary between the true class y and t at the iterate x1:
   f_t(z) - f_y(z) ~ df + w . (z - x1),  df = f_t(x1) - f_y(x1),  w = grad df,
 
 and projects both the iterate x1 and the original point x0 onto that
-hyperplane intersected with the box [0, 1]^D (`project_linf`: the smallest
-L-infinity step d with w . (p + d) = b, 0 <= p + d <= 1). The step (paper
-eq. 9) mixes the two projections, extrapolated by eta:
+hyperplane intersected with the box [0, 1]^D (`project`: the smallest
+L-infinity, or L2, step d with w . (p + d) = b, 0 <= p + d <= 1). The step
+(paper eq. 9) mixes the two projections, extrapolated by eta:
 
   a1 = ||d1||, a2 = ||d2||, alpha = clip(a1 / (a1 + a2), 0, alpha_max)
   x1 <- clip((1 - alpha) (x1 + eta d1) + alpha (x0 + eta d2), 0, 1).
@@ -25,7 +25,8 @@ Reference constants (AutoAttack standard): 100 iterations, alpha_max = 0.1,
 eta = 1.05, beta = 0.9, one restart per target (so no random start: the seed
 is unused), the 9 highest non-true clean logits as targets, tried in order;
 an example counts as broken at the first target whose minimal point has
-L-infinity norm <= eps.
+norm <= eps. L2 is the same loop with the L2 projection and norms (as the
+reference's `norm='L2'`).
 
 Where this differs from the reference, and why:
 - Fixed shapes: the whole batch runs every target, examples that are clean
@@ -36,17 +37,20 @@ Where this differs from the reference, and why:
   shrinking it for the rest of the 100 iterations; its norm only decreases,
   so the acceptance (norm <= eps at the end) is exactly the same, only the
   returned point may be a larger (still <= eps) perturbation.
-- The projection bisects on the radius instead of sorting the coordinates
-  (see `project_linf`): the same minimiser (tests compare it with an LP
+- The projection bisects on its multiplier instead of sorting the
+  coordinates (see `project`): the same minimiser (tests compare it with an LP
   solver) without a sort of D elements per iteration.
 - When the clean prediction is already wrong, `fab_minimal` returns x with
   `found` True (the minimal perturbation is 0); the reference skips them.
 - Fewer than 10 classes: targets are capped at num_classes - 1 (the
   reference would index past the sorted logits).
-- L2 and the untargeted FAB (one backward pass per class) are not here.
+- L1 and the untargeted FAB (one backward pass per class) are not here.
 """
 import tensorflow as tf
 
+from official.common import checks
+
+NORMS = ("Linf", "L2")
 ALPHA_MAX = 0.1
 ETA = 1.05
 BETA = 0.9
@@ -54,30 +58,36 @@ _NOT_FOUND = 1e10  # the reference's "no adversarial point yet" norm
 BISECTION_STEPS = 30
 
 
-def project_linf(points, w, b, bisection_steps=BISECTION_STEPS):
-  """Smallest-L-infinity step onto {z: w . z = b} within the box [0, 1]^D.
+def project(points, w, b, norm="Linf", bisection_steps=BISECTION_STEPS):
+  """Smallest step (L-inf or L2) onto {z: w . z = b} within the box [0, 1]^D.
 
   Args:
     points: [N, D] points p in [0, 1].
     w: [N, D] hyperplane normals.
     b: [N] offsets.
-    bisection_steps: halvings of the radius bracket (30: float32 resolution).
+    norm: "Linf" or "L2".
+    bisection_steps: halvings of the (log) multiplier bracket; 30 reach
+      float32 resolution.
 
   Returns:
-    d [N, D] minimising ||d||_inf s.t. w . (p + d) = b and 0 <= p + d <= 1.
+    d [N, D] minimising ||d|| s.t. w . (p + d) = b and 0 <= p + d <= 1.
     If the box never reaches the hyperplane, d moves every coordinate to the
     bound that goes furthest towards it (the box vertex), as the reference.
 
-  Why it is exact: moving towards the plane, coordinate i can change by at
-  most its room r_i (p_i to 0 if it lowers w . z by going down, else 1 - p_i),
-  so within radius lam the most progress is g(lam) = sum_i |w_i| min(lam, r_i),
-  continuous, nondecreasing and piecewise linear with breakpoints at the
-  rooms. The optimum is the least lam with g(lam) = gap. Bisection brackets
-  it in [lo, hi]; the coordinates with room <= lo are saturated, and the
-  linear piece then gives lam = (gap - sum_sat |w_i| r_i) / sum_rest |w_i|,
-  exact unless a breakpoint lies inside the (float-resolution) bracket.
-  The reference sorts the rooms and bisects over the sorted list; a sort of
-  D elements per row and iteration is what made that slow (XLA's CPU sort
+  Why it is exact: to lower w . z by the gap, coordinate i moves against
+  sign(w_i) by d_i(lam) = min(lam c_i, r_i), capped by its room to the box
+  r_i (p_i if w_i > 0, else 1 - p_i); c_i = 1 for L-inf (every coordinate
+  moves by the radius lam) and c_i = |w_i| for L2 (the KKT point of the
+  least-squares step, d = -lam w clipped to the box). The progress
+  g(lam) = sum_i |w_i| min(lam c_i, r_i) is continuous, nondecreasing and
+  piecewise linear with breakpoints r_i / c_i, and the optimum is the least
+  lam with g(lam) = gap. Bisection (geometric: the L2 breakpoints span many
+  decades) brackets it in [lo, hi]; coordinates with r_i <= lo c_i are
+  saturated, and the linear piece then gives
+    lam = (gap - sum_sat |w_i| r_i) / sum_rest |w_i| c_i,
+  exact unless a breakpoint lies inside the float-resolution bracket.
+  The reference sorts the breakpoints and bisects over the sorted list; a
+  sort of D elements per row and iteration made that slow (XLA's CPU sort
   most of all), and it finds the same point.
   """
   f = tf.reduce_sum(w * points, axis=1) - b
@@ -86,40 +96,52 @@ def project_linf(points, w, b, bisection_steps=BISECTION_STEPS):
   gap = tf.abs(f)
   room = tf.where(w > 0, points, 1.0 - points)
   weight = tf.abs(w)
+  speed = tf.ones_like(w) if norm == "Linf" else weight
 
   def reach(lam):  # g(lam)
-    return tf.reduce_sum(weight * tf.minimum(lam[:, None], room), axis=1)
+    return tf.reduce_sum(weight * tf.minimum(lam[:, None] * speed, room),
+                         axis=1)
 
-  hi = tf.reduce_max(tf.where(weight > 0, room, 0.0), axis=1)
-  lo = tf.zeros_like(hi)
-  feasible = reach(hi) >= gap
+  moving = weight > 0
+  top = tf.reduce_max(
+      tf.where(moving, room / tf.where(moving, speed, 1.0), 0.0), axis=1)
+  # Without the box the step is gap / sum |w_i| c_i: a lower bound.
+  free = gap / tf.maximum(tf.reduce_sum(weight * speed, axis=1), 1e-30)
+  feasible = reach(top) >= gap
 
   def halve(lo, hi):
-    mid = 0.5 * (lo + hi)
+    mid = tf.where(lo > 0, tf.sqrt(lo * hi), 0.5 * hi)
     short = reach(mid) < gap
     return tf.where(short, mid, lo), tf.where(short, hi, mid)
 
-  lo, hi = tf.while_loop(lambda lo, hi: True, halve, (lo, hi),
+  lo, hi = tf.while_loop(lambda lo, hi: True, halve,
+                         (tf.minimum(free, top), top),
                          maximum_iterations=bisection_steps)
-  saturated = room <= lo[:, None]
+  saturated = room <= lo[:, None] * speed
   done = tf.reduce_sum(tf.where(saturated, weight * room, 0.0), axis=1)
-  left = tf.reduce_sum(tf.where(saturated, 0.0, weight), axis=1)
+  left = tf.reduce_sum(tf.where(saturated, 0.0, weight * speed), axis=1)
   lam = tf.clip_by_value((gap - done) / tf.maximum(left, 1e-30), lo, hi)
-  lam = tf.where(feasible, lam, hi)
-  return -tf.sign(w) * tf.minimum(lam[:, None], room)
+  lam = tf.where(feasible, lam, top)
+  return -tf.sign(w) * tf.minimum(lam[:, None] * speed, room)
 
 
-def _linf(v):
-  return tf.reduce_max(tf.abs(v), axis=1)
+def project_linf(points, w, b):
+  return project(points, w, b, "Linf")
+
+
+def _norm(v, norm):
+  if norm == "Linf":
+    return tf.reduce_max(tf.abs(v), axis=1)
+  return tf.sqrt(tf.reduce_sum(tf.square(v), axis=1))
 
 
 def _predict(forward, x):
   return tf.argmax(forward(x), -1, output_type=tf.int32)
 
 
-def _fab_loop(forward, x0, labels, target, active, stop_norm, *, steps,
+def _fab_loop(forward, x0, labels, target, active, stop_norm, *, norm, steps,
               alpha_max, eta, beta):
-  """FAB iterations for one target; returns (best point, its L-inf norm)."""
+  """FAB iterations for one target; returns (best point, its norm)."""
   shape = tf.shape(x0)
   batch = shape[0]
   flat0 = tf.reshape(x0, [batch, -1])
@@ -144,21 +166,21 @@ def _fab_loop(forward, x0, labels, target, active, stop_norm, *, steps,
     w = tf.reshape(tape.gradient(total, x1), [batch, -1])
     flat1 = tf.reshape(x1, [batch, -1])
     b = tf.reduce_sum(w * flat1, axis=1) - df
-    d = project_linf(tf.concat([flat1, flat0], 0), tf.concat([w, w], 0),
-                     tf.concat([b, b], 0))
+    d = project(tf.concat([flat1, flat0], 0), tf.concat([w, w], 0),
+                tf.concat([b, b], 0), norm)
     d1, d2 = d[:batch], d[batch:]
-    a1 = tf.maximum(_linf(d1), 1e-8)
-    a2 = tf.maximum(_linf(d2), 1e-8)
+    a1 = tf.maximum(_norm(d1, norm), 1e-8)
+    a2 = tf.maximum(_norm(d2, norm), 1e-8)
     alpha = tf.clip_by_value(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
     step = tf.clip_by_value(
         (flat1 + eta * d1) * (1.0 - alpha) + (flat0 + eta * d2) * alpha,
         0.0, 1.0)
     new_x = tf.reshape(step, shape)
     adv = tf.not_equal(_predict(forward, new_x), labels)
-    norm = _linf(step - flat0)
-    better = on & adv & (norm < best_norm)
+    dist = _norm(step - flat0, norm)
+    better = on & adv & (dist < best_norm)
     best = tf.where(better[:, None, None, None], new_x, best)
-    best_norm = tf.where(better, norm, best_norm)
+    best_norm = tf.where(better, dist, best_norm)
     back = tf.reshape(flat0 + beta * (step - flat0), shape)
     new_x = tf.where(adv[:, None, None, None], back, new_x)
     x1 = tf.where(on[:, None, None, None], new_x, x1)
@@ -182,15 +204,17 @@ def _targets(logits, labels, target_rank):
   return tf.cast(order[:, target_rank - 1], tf.int32)
 
 
-def _run(forward, x, labels, logits, target_rank, active, stop_norm, *, steps,
-         jit_compile, alpha_max, eta, beta):
+def _run(forward, x, labels, logits, target_rank, active, stop_norm, *, norm,
+         steps, jit_compile, alpha_max, eta, beta):
   target = _targets(logits, labels, target_rank)
   return _LOOPS[bool(jit_compile)](
-      forward, x, labels, target, active, stop_norm, steps=int(steps),
-      alpha_max=float(alpha_max), eta=float(eta), beta=float(beta))
+      forward, x, labels, target, active, stop_norm, norm=norm,
+      steps=int(steps), alpha_max=float(alpha_max), eta=float(eta),
+      beta=float(beta))
 
 
-def _check(target_rank, num_classes, steps):
+def _check(target_rank, num_classes, steps, norm):
+  checks.check_choice("fab norm", norm, NORMS)
   if num_classes is not None and not 1 <= target_rank <= num_classes - 1:
     raise ValueError(f"fab: target_rank must be in [1, {num_classes - 1}] "
                      f"for {num_classes} classes, got {target_rank}")
@@ -199,8 +223,9 @@ def _check(target_rank, num_classes, steps):
 
 
 def fab_minimal(forward, x, y, *, target_rank, steps=100, seed=None,
-                jit_compile=False, alpha_max=ALPHA_MAX, eta=ETA, beta=BETA):
-  """The smallest-L-inf adversarial point FAB finds against one target.
+                jit_compile=False, norm="Linf", alpha_max=ALPHA_MAX, eta=ETA,
+                beta=BETA):
+  """The smallest adversarial point (L-inf or L2) FAB finds for one target.
 
   Args:
     forward: x -> logits (training=False).
@@ -209,6 +234,7 @@ def fab_minimal(forward, x, y, *, target_rank, steps=100, seed=None,
     steps: FAB iterations (reference 100).
     seed: unused (one restart, no random start: the reference's fab-t).
     jit_compile: compile the iteration loop with XLA.
+    norm: "Linf" (AutoAttack's default) or "L2".
 
   Returns:
     (x_adv, found): x_adv [B, H, W, C] the closest misclassified point found
@@ -219,10 +245,10 @@ def fab_minimal(forward, x, y, *, target_rank, steps=100, seed=None,
   x = tf.cast(x, tf.float32)
   labels = tf.cast(y, tf.int32)
   logits = forward(x)
-  _check(target_rank, logits.shape[-1], steps)
+  _check(target_rank, logits.shape[-1], steps, norm)
   correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
   best, best_norm = _run(forward, x, labels, logits, target_rank, correct,
-                         tf.constant(0.0), steps=steps,
+                         tf.constant(0.0), norm=norm, steps=steps,
                          jit_compile=jit_compile, alpha_max=alpha_max,
                          eta=eta, beta=beta)
   found = best_norm < _NOT_FOUND
@@ -230,14 +256,15 @@ def fab_minimal(forward, x, y, *, target_rank, steps=100, seed=None,
 
 
 def fab_t(forward, x, y, epsilon, *, seed=None, jit_compile=False,
-          n_target_classes=9, steps=100):
+          n_target_classes=9, steps=100, norm="Linf"):
   """AutoAttack's FAB-T: per example, the first target broken within eps.
 
   Targets are the `n_target_classes` highest non-true clean logits in order
   (capped at num_classes - 1); each runs only on the examples no earlier
   target broke. Returns x_adv [B, H, W, C]: a misclassified point with
-  ||x_adv - x||_inf <= epsilon where one was found, else x itself. `epsilon`
-  is a scalar or a [B] tensor. `seed` is unused (see the module docstring).
+  ||x_adv - x|| <= epsilon (in `norm`: "Linf" or "L2") where one was found,
+  else x itself. `epsilon` is a scalar or a [B] tensor. `seed` is unused
+  (see the module docstring).
   """
   del seed
   x = tf.cast(x, tf.float32)
@@ -249,12 +276,12 @@ def fab_t(forward, x, y, epsilon, *, seed=None, jit_compile=False,
   num_classes = logits.shape[-1]
   targets = n_target_classes if num_classes is None else min(
       n_target_classes, num_classes - 1)
-  _check(1, num_classes, steps)
+  _check(1, num_classes, steps, norm)
   robust = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
   x_adv = x
   for rank in range(1, targets + 1):
     best, best_norm = _run(forward, x, labels, logits, rank, robust, eps,
-                           steps=steps, jit_compile=jit_compile,
+                           norm=norm, steps=steps, jit_compile=jit_compile,
                            alpha_max=ALPHA_MAX, eta=ETA, beta=BETA)
     broken = robust & (best_norm <= eps)
     x_adv = tf.where(broken[:, None, None, None], best, x_adv)

@@ -56,7 +56,25 @@ def _lp_min_linf(p, w, b):
   return res.x[-1] if res.status == 0 else None
 
 
-def test_projection_is_the_box_constrained_minimum():
+def _qp_min_l2(p, w, b):
+  """min ||d||_2 s.t. w.(p+d) = b, 0 <= p+d <= 1, by scipy's SLSQP."""
+  res = optimize.minimize(
+      lambda d: d @ d, np.zeros_like(p, dtype="float64"),
+      jac=lambda d: 2 * d, method="SLSQP",
+      bounds=[(-p[i], 1 - p[i]) for i in range(len(p))],
+      constraints=[dict(type="eq", fun=lambda d: w @ (p + d) - b,
+                        jac=lambda d: w.astype("float64"))],
+      options=dict(ftol=1e-14, maxiter=500))
+  return np.sqrt(res.fun) if res.success else None
+
+
+def _norm(v, norm):
+  v = np.asarray(v).reshape(len(v), -1)
+  return np.abs(v).max(1) if norm == "Linf" else np.sqrt((v * v).sum(1))
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_projection_is_the_box_constrained_minimum(norm):
   rng = np.random.default_rng(0)
   n, dim = 8, 12
   p = rng.uniform(0, 1, (n, dim)).astype("float32")
@@ -65,20 +83,23 @@ def test_projection_is_the_box_constrained_minimum():
   gap = rng.choice([-1, 1], n) * rng.uniform(0.05, 0.5, n)
   b = (np.sum(w * p, 1) + gap * np.abs(w).sum(1)).astype("float32")
   b[1] = np.sum(w[1] * p[1]) + 100.0  # the box never reaches the plane
-  d = fab.project_linf(tf.constant(p), tf.constant(w), tf.constant(b)).numpy()
+  d = fab.project(tf.constant(p), tf.constant(w), tf.constant(b),
+                  norm).numpy()
   z = p + d
   assert z.min() >= 0.0 and z.max() <= 1.0
   np.testing.assert_array_equal(d[0, :4], 0.0)
   binding = infeasible = 0
   for i in range(n):
-    lam = _lp_min_linf(p[i], w[i], b[i])
-    if lam is None:  # infeasible: the vertex that goes furthest to the plane
+    solver = _lp_min_linf if norm == "Linf" else _qp_min_l2
+    lam = solver(p[i], w[i], b[i])
+    if i == 1:  # the solvers' verdict on the infeasible case
+      assert lam is None  # infeasible: the vertex that goes furthest to the plane
       up = b[i] > w[i] @ p[i]  # w.z must rise: each coordinate to its best end
       np.testing.assert_allclose(z[i], (w[i] > 0) if up else (w[i] < 0),
                                  atol=1e-6)
       infeasible += 1
       continue
-    np.testing.assert_allclose(np.abs(d[i]).max(), lam, rtol=1e-4)
+    np.testing.assert_allclose(_norm(d[i:i + 1], norm)[0], lam, rtol=1e-4)
     np.testing.assert_allclose(w[i] @ z[i], b[i], atol=1e-4)
     binding += np.any((z[i] < 1e-6) | (z[i] > 1 - 1e-6))
   assert infeasible == 1 and binding >= 2  # the box really constrained some
@@ -175,10 +196,53 @@ def test_two_replicas_equal_one_device():
                              full.numpy(), atol=1e-6)
 
 
+def _analytic_min_l2(x, w, b):
+  """min_j (z_y - z_j) / ||w_y - w_j||_2 (the L2 distance to each half-space),
+  and the largest coordinate of that step, d* |w_y - w_j|_i / ||w_y - w_j||_2
+  (below 0.35 the box [0, 1] around these points does not bind)."""
+  flat = x.reshape(len(x), -1)
+  z = flat @ w + b
+  y = z.argmax(1)
+  dist = np.full(z.shape, np.inf)
+  coord = np.zeros(z.shape)
+  for j in range(z.shape[1]):
+    m = y != j
+    diff = w[:, y[m]] - w[:, [j]]
+    norm = np.sqrt((diff * diff).sum(0))
+    dist[m, j] = (z[m, y[m]] - z[m, j]) / norm
+    coord[m, j] = dist[m, j] * np.abs(diff).max(0) / norm
+  j = dist.argmin(1)
+  rows = np.arange(len(x))
+  return y, dist[rows, j], coord[rows, j]
+
+
+def test_fab_l2_matches_the_closed_form():
+  forward, w, b = _linear()
+  x = _interior_points(32)
+  y, d_star, coord = _analytic_min_l2(x, w, b)
+  assert coord.max() < 0.35  # the box never binds
+  best = np.full(len(x), np.inf)
+  for rank in range(1, 10):
+    x_adv, found = fab.fab_minimal(forward, x, y, target_rank=rank, norm="L2")
+    adv = forward(x_adv).numpy().argmax(1) != y
+    assert np.all(found.numpy() == adv)
+    best = np.minimum(best, np.where(adv, _norm(x_adv - x, "L2"), np.inf))
+  ratio = best / d_star
+  assert np.all(ratio >= 1.0 - 1e-5) and np.all(ratio <= 1.01), ratio
+  eps = 0.1
+  assert not np.any((d_star > eps / 1.01) & (d_star <= eps))
+  x_adv = fab.fab_t(forward, x, y, eps, norm="L2")
+  robust = forward(x_adv).numpy().argmax(1) == y
+  np.testing.assert_array_equal(robust, d_star > eps)
+  assert 0 < robust.mean() < 1
+  assert np.all(_norm(x_adv - x, "L2") <= eps + 1e-6)
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(target_rank=0), r"target_rank must be in \[1, 9\]"),
     (dict(target_rank=10), r"target_rank must be in \[1, 9\]"),
     (dict(target_rank=1, steps=0), "steps must be positive"),
+    (dict(target_rank=1, norm="L1"), "unknown fab norm 'L1'; valid: Linf, L2"),
 ])
 def test_bad_arguments_raise_one_line_errors(kw, match):
   forward, _, _ = _linear()
