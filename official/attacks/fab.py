@@ -265,6 +265,10 @@ def fab_t(forward, x, y, epsilon, *, seed=None, jit_compile=False,
   ||x_adv - x|| <= epsilon (in `norm`: "Linf" or "L2") where one was found,
   else x itself. `epsilon` is a scalar or a [B] tensor. `seed` is unused
   (see the module docstring).
+
+  The loop is traced (and XLA-compiled) once per `forward` object, shapes
+  and settings, then reused for every target: pass the same `forward` for
+  every batch (a new lambda per call retraces every time).
   """
   del seed
   x = tf.cast(x, tf.float32)

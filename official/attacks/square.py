@@ -122,7 +122,10 @@ _LOOPS = {False: tf.function(_square_loop, jit_compile=False),
           True: tf.function(_square_loop, jit_compile=True)}
 
 
-def _check(x, epsilon, n_queries, p_init):
+def _check(x, epsilon, seed, n_queries, p_init):
+  if seed.shape != (2,):
+    raise ValueError("square: seed must be a [2] int stateless seed "
+                     f"(pgd.stateless_seed), got shape {seed.shape}")
   if x.shape.rank != 4 or None in x.shape[1:]:
     raise ValueError("square: x must be [B, H, W, C] images with static "
                      f"H, W, C, got shape {x.shape}")
@@ -152,16 +155,20 @@ def square(forward, x, y, epsilon, *, seed, jit_compile=False, n_queries=5000,
     x_adv [B, H, W, C] within eps of x and in [0, 1]: the first point found
     with margin <= 0 (misclassified), else the lowest-margin point; x itself
     for examples misclassified before the attack.
+
+  The search loop is traced (and XLA-compiled) once per `forward` object,
+  shapes and settings: pass the same `forward` for every batch (a new lambda
+  per call retraces every time).
   """
   x = tf.cast(x, tf.float32)
-  _check(x, epsilon, n_queries, p_init)
+  seed = tf.cast(seed, tf.int64)
+  _check(x, epsilon, seed, n_queries, p_init)
   labels = tf.cast(y, tf.int32)
   batch = tf.shape(x)[0]
   _, height, width, channels = x.shape
   eps = tf.cast(epsilon, tf.float32)
   eps = tf.broadcast_to(eps, [batch]) if eps.shape.rank == 0 else eps
   eps = eps[:, None, None, None]
-  seed = tf.cast(seed, tf.int64)
 
   stripes = pgd.random_start_noise(
       "uniform", tf.stack([batch, 1, width, channels]),

@@ -170,11 +170,11 @@ def test_two_replicas_equal_one_device():
     (dict(epsilon=0.0), "epsilon must be in"),
     (dict(n_queries=0), "n_queries must be positive"),
     (dict(p_init=1.5), r"p_init must be in \(0, 1\]"),
+    (dict(seed=7), r"seed must be a \[2\] int stateless seed"),
 ])
 def test_bad_arguments_raise_one_line_errors(kw, match):
   forward, _, _ = _binary_linear()
-  args = dict(epsilon=0.1, n_queries=10, p_init=0.8)
+  args = dict(epsilon=0.1, seed=[0, 0], n_queries=10, p_init=0.8)
   args.update(kw)
   with pytest.raises(ValueError, match=match):
-    square.square(forward, _points(2), [0, 1], args.pop("epsilon"),
-                  seed=[0, 0], **args)
+    square.square(forward, _points(2), [0, 1], args.pop("epsilon"), **args)
