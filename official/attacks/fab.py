@@ -104,14 +104,17 @@ def project(points, w, b, norm="Linf", bisection_steps=BISECTION_STEPS):
                          axis=1)
 
   moving = weight > 0
-  top = tf.reduce_max(
-      tf.where(moving, room / tf.where(moving, speed, 1.0), 0.0), axis=1)
+  # Capped so that lam * speed stays finite (0, not NaN, where w_i = 0) when
+  # a tiny L2 weight puts a breakpoint near overflow.
+  top = tf.minimum(tf.reduce_max(
+      tf.where(moving, room / tf.where(moving, speed, 1.0), 0.0), axis=1),
+                   1e30)
   # Without the box the step is gap / sum |w_i| c_i: a lower bound.
   free = gap / tf.maximum(tf.reduce_sum(weight * speed, axis=1), 1e-30)
   feasible = reach(top) >= gap
 
   def halve(lo, hi):
-    mid = tf.where(lo > 0, tf.sqrt(lo * hi), 0.5 * hi)
+    mid = tf.where(lo > 0, tf.sqrt(lo) * tf.sqrt(hi), 0.5 * hi)
     short = reach(mid) < gap
     return tf.where(short, mid, lo), tf.where(short, hi, mid)
 
