@@ -217,19 +217,19 @@ def _analytic_min_l2(x, w, b):
 
 
 def test_fab_l2_matches_the_closed_form():
-  forward, w, b = _linear()
+  forward, w, b = _linear(num_classes=5)  # 4 targets: the cap at C - 1
   x = _interior_points(32)
   y, d_star, coord = _analytic_min_l2(x, w, b)
   assert coord.max() < 0.35  # the box never binds
   best = np.full(len(x), np.inf)
-  for rank in range(1, 10):
+  for rank in range(1, 5):
     x_adv, found = fab.fab_minimal(forward, x, y, target_rank=rank, norm="L2")
     adv = forward(x_adv).numpy().argmax(1) != y
     assert np.all(found.numpy() == adv)
     best = np.minimum(best, np.where(adv, _norm(x_adv - x, "L2"), np.inf))
   ratio = best / d_star
   assert np.all(ratio >= 1.0 - 1e-5) and np.all(ratio <= 1.01), ratio
-  eps = 0.1
+  eps = 0.27
   assert not np.any((d_star > eps / 1.01) & (d_star <= eps))
   x_adv = fab.fab_t(forward, x, y, eps, norm="L2")
   robust = forward(x_adv).numpy().argmax(1) == y
