@@ -73,14 +73,16 @@ def main():
   seed = pgd.stateless_seed(0, 0, "square")
   rows = []
   for jit in (False, True):
-    run = lambda: square.square(forward, x_test, y_test, args.eps, seed=seed,  # noqa: E731
-                                jit_compile=jit, n_queries=args.queries)
+    def run(jit=jit):
+      return square.square(forward, x_test, y_test, args.eps, seed=seed,
+                           jit_compile=jit, n_queries=args.queries)
     _, first = timed(run)
     x_adv, t = timed(run)
     rows.append((f"square (ours, xla={jit})", robust(x_adv), t, first))
   for jit in (False, True):
-    run = lambda: fab.fab_t(forward, x_test, y_test, args.eps, seed=seed,  # noqa: E731
-                            jit_compile=jit, steps=args.fab_steps)
+    def run(jit=jit):
+      return fab.fab_t(forward, x_test, y_test, args.eps, seed=seed,
+                       jit_compile=jit, steps=args.fab_steps)
     _, first = timed(run)
     x_adv, t = timed(run)
     rows.append((f"fab-t (ours, xla={jit})", robust(x_adv), t, first))

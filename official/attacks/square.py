@@ -12,9 +12,9 @@ Random search on the vertices of the eps-ball (Algorithm 1 of the paper):
 - Each iteration draws a square of side
     s = min(max(round(sqrt(p * H * W)), 1), min(H, W)),
   at a uniform position among all where it fits (top row in {0, ..., H - s},
-  left column in {0, ..., W - s}) and one sign per channel; inside the square the candidate is set to
-  x + 2 eps * sign added to the best point and projected on the eps-ball and
-  [0, 1], i.e. to a vertex of the ball. The candidate replaces the best point
+  left column in {0, ..., W - s}) and one sign per channel; inside the
+  square the candidate is the best point + 2 eps * sign, projected on the
+  eps-ball and [0, 1], i.e. set to a vertex of the ball. The candidate replaces the best point
   when its margin  m = z_y - max_{j != y} z_j  is lower, or <= 0.
 - p follows the reference's `p_selection` in the iteration number i (not
   rescaled to n_queries): p_init for i <= 10, then halved at i > 10, 50,
