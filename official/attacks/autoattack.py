@@ -21,17 +21,18 @@ import numpy as np
 import tensorflow as tf
 
 from official.attacks import apgd
+from official.attacks import fab
 from official.attacks import pgd
+from official.attacks import square
 
 # name -> fn(forward, x, y, epsilon, *, seed, jit_compile=False) -> x_adv.
-# fab-t and square are registered beside them from fab.py and square.py.
 MEMBERS = {
     "apgd-ce": apgd.apgd_ce,
     "apgd-dlr": apgd.apgd_dlr,
     "apgd-t": apgd.apgd_t,
+    "fab-t": fab.fab_t,
+    "square": square.square,
 }
-# Every member an ensemble or an evaluation may name, registered or not yet.
-KNOWN_MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 # The reference's `standard` version (L-inf / L2), in its order, and the
 # quick white-box pair for development.
 ENSEMBLES = {
@@ -42,15 +43,14 @@ ENSEMBLES = {
 
 def names():
   """Every evaluation name this module answers to: ensembles and members."""
-  return tuple(ENSEMBLES) + tuple(
-      m for m in dict.fromkeys(KNOWN_MEMBERS + tuple(MEMBERS)))
+  return tuple(ENSEMBLES) + tuple(MEMBERS)
 
 
 def members_of(name):
   """The members of an ensemble (or the member itself), all registered."""
   if name in ENSEMBLES:
     members = ENSEMBLES[name]
-  elif name in MEMBERS or name in KNOWN_MEMBERS:
+  elif name in MEMBERS:
     members = (name,)
   else:
     raise ValueError(f"unknown autoattack attack '{name}'; valid: "

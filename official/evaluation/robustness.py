@@ -76,7 +76,7 @@ class AutoAttackSpec:
 
 
 def _autoattack(name):
-  # members_of raises a one-line error if a member is not registered (yet).
+  # members_of raises a one-line error for a member that is not registered.
   return lambda c: AutoAttackSpec(name, autoattack.members_of(name),
                                   float(c.epsilon),
                                   AUTOATTACK_LOSS.get(name, name))

@@ -114,3 +114,19 @@ def test_two_replicas_equal_one_device_and_seeds_repeat(jit_compile):
   np.testing.assert_array_equal(one.x_adv, again.x_adv)
   # The random starts matter here (so replicas do draw the same starts).
   assert np.abs(run(seed=1).x_adv - one.x_adv).max() > 0.01
+
+
+def test_standard_autoattack_reaches_the_analytic_robust_accuracy():
+  """All four members (APGD-CE, APGD-T, FAB-T, Square) on a linear model whose
+  minimal L-inf perturbation is known: the ensemble's robust set is exactly
+  the analytic one, and every member's cumulative accuracy is at least it."""
+  forward, x, y, radius = linear.make(10, num_points=60, seed=2)
+  eps = 0.02
+  analytic = float(np.mean(radius > eps))
+  assert 0.0 < analytic < 1.0
+  result = autoattack.run(forward, x, y, eps, autoattack.ENSEMBLES["autoattack"],
+                          seed=0, batch_size=30)
+  np.testing.assert_array_equal(result.robust, radius > eps)
+  cumulative = list(result.members.values())
+  assert cumulative == sorted(cumulative, reverse=True)
+  assert cumulative[-1] == pytest.approx(analytic)
