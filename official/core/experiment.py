@@ -11,6 +11,7 @@ from absl import logging
 from official.attacks import pgd
 from official.common import checks
 from official.core import callbacks
+from official.core import cluster
 from official.core import export as export_lib
 from official.core import trainer as trainer_lib
 from official.data import registry as data_registry
@@ -21,7 +22,7 @@ from official.modeling import objectives
 from official.modeling import registry as model_registry
 from official.reweighting import registry as method_registry
 
-DISTRIBUTE = ("default", "mirrored")
+DISTRIBUTE = ("default", "mirrored", "multi_worker")
 XLA = ("auto", "on", "off")
 
 
@@ -50,11 +51,14 @@ _MIRRORED = []
 
 def make_strategy(name):
   """`mirrored`: every local GPU, else every logical CPU device.
+  `multi_worker`: the TF_CONFIG cluster (official/core/cluster.py).
 
   One MirroredStrategy per process: a second instance reuses collective
   instance keys of the first and its all-reduces fail with shape mismatches.
   """
   checks.check_choice("distribute", name, DISTRIBUTE)
+  if name == "multi_worker":
+    return cluster.make_strategy()
   if name == "mirrored":
     if not _MIRRORED:
       gpus = tf.config.list_logical_devices("GPU")
@@ -157,11 +161,13 @@ def prepare(config, workdir):
         nesterov=bool(config.optimizer.nesterov))
     # Never compile(jit_compile=True) under a strategy: XLA is on PGD only.
     trainer.compile(optimizer=optimizer, jit_compile=False)
-    checkpointer = callbacks.Checkpointer(
-        os.path.join(workdir, "checkpoints"), trainer,
+    # Multi-worker: every worker restores the chief's checkpoints.
+    checkpointer = cluster.checkpointer(
+        config.distribute, os.path.join(workdir, "checkpoints"), trainer,
         keep=int(config.checkpoints_to_keep))
     initial_epoch = checkpointer.restore_latest()
-  _write_run_files(config, workdir, data)
+  if cluster.is_chief(config.distribute):  # only the chief writes the workdir
+    _write_run_files(config, workdir, data)
   if initial_epoch:
     logging.info("Resuming %s from epoch %d", workdir, initial_epoch)
   return Run(config, workdir, strategy, data, trainer, checkpointer,
@@ -190,9 +196,11 @@ def _write_run_files(config, workdir, data):
 def train_and_evaluate(run):
   config, workdir, trainer = run.config, run.workdir, run.trainer
   epochs = int(config.epochs)
+  chief = cluster.is_chief(config.distribute)
   if run.initial_epoch < epochs:
     trainer.fit(
-        run.data.train(run.initial_epoch, epochs),
+        cluster.train_dataset(run.strategy, run.data, run.initial_epoch,
+                              epochs),
         epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
         steps_per_epoch=run.data.steps_per_epoch,
         verbose=0,  # callbacks.Progress instead of Keras's bar
@@ -200,10 +208,13 @@ def train_and_evaluate(run):
             callbacks.Progress(epochs, run.data.steps_per_epoch,
                                live=sys.stdout.isatty()),
             callbacks.CheckpointCallback(run.checkpointer),
+        ] + ([  # other workers write no summaries
             keras.callbacks.TensorBoard(os.path.join(workdir, "tb")),
             callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
                                      run.data.train_ids),
-        ])
+        ] if chief else []))
+  if not chief:  # evaluation and export are the chief's (no collectives)
+    return None
   trainer.method.save_artifacts(workdir)
   results = evaluate(run)
   export_lib.export(trainer.network, os.path.join(workdir, "export"))
