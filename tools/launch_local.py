@@ -92,6 +92,8 @@ def launch(args, num_workers, threads=0, grace=5.0):
                            env={**env, "TF_CONFIG": tf_config},
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
       processes.append(p)
+      with lock:
+        print(f"[launch_local] worker {index}: pid {p.pid}", flush=True)
       t = threading.Thread(target=_stream, args=(index, p.stdout, lock),
                            daemon=True)
       t.start()
