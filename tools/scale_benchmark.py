@@ -61,7 +61,8 @@ def main(argv):
     fit(_WARMUP.value)
     seconds = fit(_STEPS.value)
     variables = trainer.network.trainable_variables
-    grad_bytes = sum(int(tf.size(v)) * v.dtype.size for v in variables)
+    grad_bytes = sum(int(tf.size(v)) * tf.as_dtype(v.dtype).size
+                     for v in variables)
 
     @tf.function
     def all_reduce():
