@@ -25,6 +25,7 @@ def base():
   c.seed = 0
   c.epochs = 100
   c.batch_size = 128
+  # multi_worker: the TF_CONFIG cluster, every worker runs the same command.
   c.distribute = "default"      # default (one device) | mirrored (all local GPUs, else CPU)
   c.xla = "auto"                # XLA for the PGD loop: auto | on | off
   c.checkpoints_to_keep = 3

@@ -91,7 +91,8 @@ def main(argv):
     results = experiment.train_and_evaluate(run)
   except callbacks.NonFiniteError as e:
     _fail(str(e), code=1)
-  print(experiment.summary(run, results), flush=True)
+  if results is not None:  # None: a non-chief worker (the chief reports)
+    print(experiment.summary(run, results), flush=True)
 
 
 def one_line(error):

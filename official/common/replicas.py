@@ -21,17 +21,32 @@ def num_replicas():
   return ctx.num_replicas_in_sync if ctx is not None else 1
 
 
+def _placed(value):
+  """`value` on this replica's device when the process has one replica.
+
+  With one local replica (MultiWorkerMirroredStrategy, one device per
+  worker) the collective's merge_call receives a plain tensor and uses its
+  device as the destination; a graph tensor built without a device scope
+  has none and the collective fails ("destinations can not be empty").
+  """
+  devices = tf.distribute.get_strategy().extended.worker_devices
+  if len(devices) != 1:
+    return value
+  with tf.device(devices[0]):
+    return tf.nest.map_structure(tf.identity, value)
+
+
 def global_sum(value):
   """Sum of `value` over all replicas."""
   ctx = _context()
   return value if ctx is None else ctx.all_reduce(
-      tf.distribute.ReduceOp.SUM, value)
+      tf.distribute.ReduceOp.SUM, _placed(value))
 
 
 def global_gather(value):
   """Concatenation of `value` over replicas along axis 0, in replica order."""
   ctx = _context()
-  return value if ctx is None else ctx.all_gather(value, axis=0)
+  return value if ctx is None else ctx.all_gather(_placed(value), axis=0)
 
 
 def local_rows(global_value, local_size):

@@ -11,6 +11,7 @@ from absl import logging
 from official.attacks import pgd
 from official.common import checks
 from official.core import callbacks
+from official.core import cluster
 from official.core import export as export_lib
 from official.core import trainer as trainer_lib
 from official.core import workdir as workdir_lib
@@ -22,7 +23,7 @@ from official.modeling import objectives
 from official.modeling import registry as model_registry
 from official.reweighting import registry as method_registry
 
-DISTRIBUTE = ("default", "mirrored")
+DISTRIBUTE = ("default", "mirrored", "multi_worker")
 XLA = ("auto", "on", "off")
 
 
@@ -51,11 +52,14 @@ _MIRRORED = []
 
 def make_strategy(name):
   """`mirrored`: every local GPU, else every logical CPU device.
+  `multi_worker`: the TF_CONFIG cluster (official/core/cluster.py).
 
   One MirroredStrategy per process: a second instance reuses collective
   instance keys of the first and its all-reduces fail with shape mismatches.
   """
   checks.check_choice("distribute", name, DISTRIBUTE)
+  if name == "multi_worker":
+    return cluster.make_strategy()
   if name == "mirrored":
     if not _MIRRORED:
       gpus = tf.config.list_logical_devices("GPU")
@@ -155,7 +159,10 @@ def prepare(config, workdir, allow_changes=()):
                     data.class_counts.tolist())
   resolved = json.loads(config.to_json_best_effort())
   fingerprint = workdir_lib.data_fingerprint(data)
-  created = workdir_lib.claim(workdir, resolved, fingerprint, allow_changes)
+  # Multi-worker: only the chief owns (locks, checks, writes) the workdir.
+  chief = cluster.is_chief(config.distribute)
+  created = chief and workdir_lib.claim(workdir, resolved, fingerprint,
+                                        allow_changes)
   try:
     say(f"Building {config.model.name}, objective {config.objective.name}, "
         f"method {config.reweighting.name}")
@@ -176,13 +183,16 @@ def prepare(config, workdir, allow_changes=()):
           nesterov=bool(config.optimizer.nesterov))
       # Never compile(jit_compile=True) under a strategy: XLA is on PGD only.
       trainer.compile(optimizer=optimizer, jit_compile=False)
-      checkpointer = callbacks.Checkpointer(
-          os.path.join(workdir, "checkpoints"), trainer,
+      # Multi-worker: every worker restores the chief's checkpoints.
+      checkpointer = cluster.checkpointer(
+          config.distribute, os.path.join(workdir, "checkpoints"), trainer,
           keep=int(config.checkpoints_to_keep))
       initial_epoch = checkpointer.restore_latest()
-    _write_run_files(resolved, workdir, fingerprint)
+    if chief:
+      _write_run_files(resolved, workdir, fingerprint)
   except BaseException:
-    workdir_lib.release(workdir, remove_if_empty=created)
+    if chief:
+      workdir_lib.release(workdir, remove_if_empty=created)
     raise
   if initial_epoch:
     say(f"Resuming {workdir} from epoch {initial_epoch}")
@@ -230,6 +240,33 @@ def _write_run_files(resolved, workdir, fingerprint):
     json.dump(fingerprint, f, indent=2)
 
 
+def _fit(run):
+  """Trains from run.initial_epoch to config.epochs; returns config.epochs."""
+  config, workdir, trainer = run.config, run.workdir, run.trainer
+  epochs = int(config.epochs)
+  if run.initial_epoch >= epochs:
+    return epochs
+  chief = cluster.is_chief(config.distribute)
+  say(f"Training epochs {run.initial_epoch + 1}-{epochs} "
+      f"({run.data.steps_per_epoch} steps each); the first step traces and "
+      "compiles the training attack")
+  trainer.fit(
+      cluster.train_dataset(run.strategy, run.data, run.initial_epoch, epochs),
+      epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
+      steps_per_epoch=run.data.steps_per_epoch,
+      verbose=0,  # callbacks.Progress instead of Keras's bar
+      callbacks=[
+          callbacks.Progress(epochs, run.data.steps_per_epoch,
+                             live=sys.stdout.isatty()),
+          callbacks.CheckpointCallback(run.checkpointer),
+      ] + ([  # other workers write no summaries
+          callbacks.TensorBoard(os.path.join(workdir, "tb")),
+          callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
+                                   run.data.train_ids),
+      ] if chief else []))
+  return epochs
+
+
 def train_and_evaluate(run):
   """Fit, then export, then eval.json, then DIR/done.json (written last).
 
@@ -238,28 +275,15 @@ def train_and_evaluate(run):
   run (callbacks.NonFiniteError) before any checkpoint, export or eval.json.
   """
   config, workdir, trainer = run.config, run.workdir, run.trainer
+  chief = cluster.is_chief(config.distribute)
+  if not chief:  # other workers train (and save to scratch) only
+    _fit(run)
+    return None
   try:
     for path in workdir_lib.clean_stale(workdir):
       logging.warning("removed %s, left by an interrupted save", path)
     workdir_lib.unmark_done(workdir)
-    epochs = int(config.epochs)
-    if run.initial_epoch < epochs:
-      say(f"Training epochs {run.initial_epoch + 1}-{epochs} "
-          f"({run.data.steps_per_epoch} steps each); the first step traces and "
-          "compiles the training attack")
-      trainer.fit(
-          run.data.train(run.initial_epoch, epochs),
-          epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
-          steps_per_epoch=run.data.steps_per_epoch,
-          verbose=0,  # callbacks.Progress instead of Keras's bar
-          callbacks=[
-              callbacks.Progress(epochs, run.data.steps_per_epoch,
-                                 live=sys.stdout.isatty()),
-              callbacks.CheckpointCallback(run.checkpointer),
-              callbacks.TensorBoard(os.path.join(workdir, "tb")),
-              callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
-                                       run.data.train_ids),
-          ])
+    epochs = _fit(run)
     run.checkpointer.check_finite(f"(weights after epoch {epochs})")
     trainer.method.save_artifacts(workdir)
     say(f"Exporting the network to {os.path.join(workdir, 'export')}")

@@ -64,6 +64,14 @@ class AdversarialTrainer(keras.Model):
   def metrics(self):
     return list(self.trackers.values())
 
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Everything is built in __init__ and by the Checkpointer (optimizer).
+    # Keras's symbolic build would only `strategy.reduce` a first batch, which
+    # fails for dict batches under MultiWorkerMirroredStrategy (Keras 3.15).
+    if self.optimizer is not None and self.optimizer.built:
+      return
+    super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
   def attack_fn(self, spec):
     """The compiled attack for `spec` (cached; one XLA program per spec)."""
     if spec not in self._attacks:
@@ -174,13 +182,23 @@ class AdversarialTrainer(keras.Model):
       self.last_weights[term].update(ids, w)
     for name, value in self.method.metrics(ctx, weights).items():
       self.trackers[f"method/{name}"].update_state(value)
-    return {n: m.result() for n, m in self.trackers.items()}
+    logs = {n: m.result() for n, m in self.trackers.items()}
+    if _multi_worker(tf.distribute.get_strategy()):
+      # Keras 3.15 averages multi-worker logs with reduce(MEAN, axis=0):
+      # give the scalars that axis.
+      logs = {n: v[None] for n, v in logs.items()}
+    return logs
 
   def test_step(self, data):
     logits = self.network(tf.cast(data["image"], tf.float32), training=False)[0]
     acc = _accuracy(logits, tf.cast(data["label"], tf.int32))
     self.trackers["clean_accuracy"].update_state(acc)
     return {"clean_accuracy": self.trackers["clean_accuracy"].result()}
+
+
+def _multi_worker(strategy):
+  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+          and strategy.extended._in_multi_worker_mode())  # noqa: SLF001
 
 
 def _accuracy(logits, labels):

@@ -57,11 +57,22 @@ class DataBundle:
   augment: str = "none"
   splits: sources.Splits = dataclasses.field(default=None, repr=False)
 
-  def train(self, start_epoch: int, end_epoch: int) -> tf.data.Dataset:
-    """(end_epoch - start_epoch) * steps_per_epoch batches, epoch after epoch."""
+  def train(self, start_epoch: int, end_epoch: int,
+            shard: tuple = (0, 1)) -> tf.data.Dataset:
+    """(end_epoch - start_epoch) * steps_per_epoch batches, epoch after epoch.
+
+    shard=(i, n): only rows [i*b, (i+1)*b) of every global batch, b =
+    batch_size / n (worker i of n under multi_worker). The ids are cut before
+    any image is gathered or augmented, so a worker reads only its rows.
+    """
     if not 0 <= start_epoch <= end_epoch:
       raise ValueError(f"train(start_epoch={start_epoch}, end_epoch="
                        f"{end_epoch}): need 0 <= start_epoch <= end_epoch")
+    index, count = shard
+    if not 0 <= index < count or self.batch_size % count:
+      raise ValueError(f"train(shard={shard}): need 0 <= index < count and "
+                       f"batch_size {self.batch_size} divisible by count")
+    rows = self.batch_size // count
     images = tf.constant(self.splits.x_train)
     labels = tf.constant(self.splits.y_train, tf.int32)
     ids = tf.constant(self.train_ids, tf.int64)
@@ -75,6 +86,9 @@ class DataBundle:
           alg="philox")
       # Drop the remainder per epoch, so batches never straddle two epochs.
       order = order[:per_epoch]
+      if count > 1:  # this shard's rows of every global batch
+        order = tf.reshape(order, [self.steps_per_epoch, self.batch_size])
+        order = tf.reshape(order[:, index * rows:(index + 1) * rows], [-1])
       return tf.data.Dataset.from_tensor_slices(order).map(
           lambda i: (epoch, i))
 
@@ -87,7 +101,7 @@ class DataBundle:
 
     ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch_ids)
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(self.batch_size, drop_remainder=True).map(self._to_float)
+    ds = ds.batch(rows, drop_remainder=True).map(self._to_float)
     # flat_map hides the length; state it (and have tf.data check it).
     ds = ds.apply(tf.data.experimental.assert_cardinality(
         (end_epoch - start_epoch) * self.steps_per_epoch))

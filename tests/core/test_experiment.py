@@ -119,7 +119,7 @@ def test_tools_export_writes_a_checkpoint_as_savedmodel(finished_run, tmp_path):
     ({"attack.epsilon": 0.0}, r"attack.epsilon must be in \(0, 1\], got 0.0"),
     ({"attack.epsilon": 1.5}, r"attack.epsilon must be in \(0, 1\], got 1.5"),
     ({"distribute": "mirrored", "batch_size": 33}, "batch_size 33 is not divisible by the 2 replicas"),
-    ({"distribute": "tpu"}, "unknown distribute 'tpu'; valid: default, mirrored"),
+    ({"distribute": "tpu"}, "unknown distribute 'tpu'; valid: default, mirrored, multi_worker"),
     ({"data.name": "npz", "data.path": "/nonexistent.npz"}, "/nonexistent.npz"),
     ({"eval.attacks": ("pgd20", "nope")}, "unknown eval attack 'nope'"),
 ])
