@@ -347,7 +347,10 @@ def evaluate(run):
   results = robustness.evaluate(
       logits_fn, run.data.test(), config.eval, run.data.num_classes,
       seed=int(config.seed), jit_compile=use_xla(config.xla),
-      verbose=1 if sys.stdout.isatty() else 0)
+      verbose=1 if sys.stdout.isatty() else 0,
+      # Mirrored: each batch split over the replicas (equal to 1 device).
+      # Multi-worker: the chief evaluates alone, so no collectives here.
+      strategy=run.strategy if config.distribute == "mirrored" else None)
   results.update(reports.run_reports(config.eval.reports, reports.ReportContext(
       logits_fn=logits_fn, data=run.data, config=config, workdir=run.workdir,
       results=dict(results), seed=int(config.seed),
