@@ -12,6 +12,7 @@ from official.attacks import pgd
 from official.common import checks
 from official.core import callbacks
 from official.core import export as export_lib
+from official.core import precision
 from official.core import trainer as trainer_lib
 from official.data import registry as data_registry
 from official.evaluation import reports
@@ -112,6 +113,7 @@ def validate(config):
       raise ValueError(f"{key} must be positive, got {config[key]}")
   checks.check_choice("distribute", config.distribute, DISTRIBUTE)
   checks.check_choice("xla", config.xla, XLA)
+  precision.check(config.get("precision", "float32"))
   objective = objectives.get_objective(config.objective.name)
   method_registry.check_name(config.reweighting.name)
   for key in ("epsilon",):
@@ -139,6 +141,8 @@ def prepare(config, workdir):
   data = data_registry.load(config.data, batch_size=int(config.batch_size),
                             seed=int(config.seed))
   logging.info("Training examples per class: %s", data.class_counts.tolist())
+  # The dtype policy must be set before any layer is built (process-global).
+  precision.set_policy(config.get("precision", "float32"))
   with strategy.scope():
     network = model_registry.build_model(config.model, data.image_shape,
                                          data.num_classes, seed=int(config.seed))
@@ -155,6 +159,8 @@ def prepare(config, workdir):
         learning_rate=learning_rate(config.optimizer, data.steps_per_epoch),
         momentum=float(config.optimizer.momentum),
         nesterov=bool(config.optimizer.nesterov))
+    optimizer = precision.wrap_optimizer(optimizer,
+                                         config.get("precision", "float32"))
     # Never compile(jit_compile=True) under a strategy: XLA is on PGD only.
     trainer.compile(optimizer=optimizer, jit_compile=False)
     checkpointer = callbacks.Checkpointer(

@@ -16,11 +16,19 @@ Data flow of `train_step` (the whole story of a step is in this one function):
 Weight decay is added to the gradients (PyTorch SGD style, which every paper's
 code used), not Keras's decoupled form; each replica adds wd/replicas because
 the optimizer sums replica gradients.
+
+Mixed precision (`config.precision`, core/precision.py): logits, features,
+terms and weights are float32 whatever the network computes in; under
+mixed_float16 the loss is multiplied by the LossScaleOptimizer's scale before
+the gradient, and its `apply` unscales (and skips non-finite steps).
 """
+import functools
+
 import keras
 import tensorflow as tf
 
 from official.attacks import pgd
+from official.core import precision
 from official.reweighting import base
 
 
@@ -95,6 +103,21 @@ class AdversarialTrainer(keras.Model):
     # replica layouts draw the same random starts.
     return pgd.stateless_seed(self.seed, step, spec.name)
 
+  def _skipped_attack(self, images):
+    """What a skipped attack returns: the clean batch and zero statistics."""
+    batch = tf.shape(images)[0]
+    zeros = tf.zeros([batch], tf.int32)
+    classes = self.network.outputs[0].shape[-1]
+    return images, {"correct_count": zeros, "kappa_first": zeros,
+                    "logits": tf.zeros([batch, classes]),
+                    "loss": tf.zeros([batch]), "epsilon": tf.zeros([batch])}
+
+  def _skipped_outputs(self, images):
+    """Zero (logits, features) of a skipped training forward."""
+    batch = tf.shape(images)[0]
+    return tuple(tf.zeros([batch, *out.shape[1:]])
+                 for out in self.network.outputs[:2])
+
   def train_step(self, data):
     images = tf.cast(data["image"], tf.float32)
     labels = tf.cast(data["label"], tf.int32)
@@ -112,26 +135,48 @@ class AdversarialTrainer(keras.Model):
         epoch=tf.cast(step // self.steps_per_epoch, tf.int32), step=step,
         global_batch_size=global_batch, attack=run_attack,
         primary_attack=self.train_attack.name,
-        forward=self.attack_forward())
+        forward=self.attack_forward(), attack_forward=self.attack_forward)
 
-    # 1-2. Per-example budget, then every training attack (BN frozen).
+    # 1-2. Per-example budget, then every training attack (BN frozen). While
+    # the method says its extra passes cannot matter (`extra_passes_on`
+    # False, e.g. LRAT's burn-in), tf.cond skips them: zeros stand in.
     budget = self.method.attack_budget(ctx)
     epsilon, step_size = budget if budget is not None else (None, None)
+    on = self.method.extra_passes_on(ctx)
+    skip = lambda value: lambda: value  # noqa: E731
     variants = {}
     for spec in (self.train_attack, *self.method.extra_attacks):
-      variants[spec.name] = run_attack(spec, images, labels, epsilon, step_size)
+      attack = functools.partial(run_attack, spec, images, labels, epsilon,
+                                 step_size)
+      if spec is self.train_attack or on is None:
+        variants[spec.name] = attack()
+      else:
+        variants[spec.name] = tf.cond(on, attack,
+                                      skip(self._skipped_attack(images)))
     ctx.attack_stats = {name: stats for name, (_, stats) in variants.items()}
     ctx.adversarial_inputs = {name: x for name, (x, _) in variants.items()}
 
     with tf.GradientTape() as tape:
       # 3. Training-mode forward passes, one per input (BN sees each batch
       # alone, as in the official codes).
+      def train_forward(x):
+        return lambda: _float32(self.network(x, training=True))
+      zeros = skip(self._skipped_outputs(images))
+      natural_on = None  # whether ctx.natural_logits are real: None = no
       if self.objective.needs_natural or self.method.needs_natural:
-        ctx.natural_logits, ctx.features["natural"] = self.network(
-            images, training=True)
+        if self.objective.needs_natural or on is None:
+          natural_on = tf.constant(True)
+          outputs = train_forward(images)()
+        else:
+          natural_on = on
+          outputs = tf.cond(on, train_forward(images), zeros)
+        ctx.natural_logits, ctx.features["natural"] = outputs
       for name, (x_adv, _) in variants.items():
-        ctx.adversarial_logits[name], ctx.features[name] = self.network(
-            x_adv, training=True)
+        if name == self.train_attack.name or on is None:
+          outputs = train_forward(x_adv)()
+        else:
+          outputs = tf.cond(on, train_forward(x_adv), zeros)
+        ctx.adversarial_logits[name], ctx.features[name] = outputs
       # 4. Per-example terms, the method's weights, the weighted loss.
       ctx.terms = dict(self.objective.terms(
           labels, ctx.natural_logits,
@@ -144,22 +189,34 @@ class AdversarialTrainer(keras.Model):
           for k, term in ctx.terms.items()])
       loss = tf.reduce_sum(per_example) / global_batch
 
-    # 5. Update.
+      # Under mixed_float16 the LossScaleOptimizer's scale (else None).
+      scale = precision.loss_scale(self.optimizer)
+      scaled_loss = loss if scale is None else self.optimizer.scale_loss(loss)
+
+    # 5. Update. Weight decay joins the gradients at the same scale: the
+    # optimizer unscales them all (and skips the step if any is not finite).
     variables = self.network.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(scaled_loss, variables)
     if self.weight_decay:
-      grads = [g + (self.weight_decay / replicas) * v
-               for g, v in zip(grads, variables)]
+      decay = self.weight_decay / replicas
+      if scale is not None:
+        decay = decay * tf.convert_to_tensor(scale)
+      grads = [g + decay * v for g, v in zip(grads, variables)]
     self.optimizer.apply(grads, variables)
 
-    # Logs (outside the tape and any nested tf.function).
-    if ctx.natural_logits is not None:
-      clean_logits = ctx.natural_logits
-    else:
-      clean_logits = self.network(images, training=False)[0]
-    adv_logits = ctx.attack_stats[self.train_attack.name]["logits"]
+    # Logs (outside the tape and any nested tf.function). Clean accuracy costs
+    # no pass: the natural forward when the loss has one, else the training
+    # attack's starting point (eval mode; the clean input itself when the
+    # attack has no random start, else x + the start's noise).
+    primary = ctx.attack_stats[self.train_attack.name]
+    clean_accuracy = tf.reduce_mean(
+        tf.cast(primary["kappa_first"] > 0, tf.float32))
+    if natural_on is not None:
+      clean_accuracy = tf.where(
+          natural_on, _accuracy(ctx.natural_logits, labels), clean_accuracy)
+    adv_logits = primary["logits"]
     self.trackers["loss"].update_state(loss * replicas)
-    self.trackers["clean_accuracy"].update_state(_accuracy(clean_logits, labels))
+    self.trackers["clean_accuracy"].update_state(clean_accuracy)
     self.trackers["adversarial_accuracy"].update_state(
         _accuracy(adv_logits, labels))
     for term in self.term_names:
@@ -181,6 +238,12 @@ class AdversarialTrainer(keras.Model):
     acc = _accuracy(logits, tf.cast(data["label"], tf.int32))
     self.trackers["clean_accuracy"].update_state(acc)
     return {"clean_accuracy": self.trackers["clean_accuracy"].result()}
+
+
+def _float32(outputs):
+  """(logits, features) in float32 whatever the network's compute dtype."""
+  logits, features = outputs
+  return tf.cast(logits, tf.float32), tf.cast(features, tf.float32)
 
 
 def _accuracy(logits, labels):

@@ -64,6 +64,9 @@ class StepContext:
   # frozen-BN forward images -> logits the attacks use (DONE's implicit term).
   adversarial_inputs: dict = dataclasses.field(default_factory=dict)
   forward: Optional[Callable] = None
+  # bn mode ("frozen" | "batch", AttackSpec.bn) -> images -> logits, the
+  # forward an attack with that BN mode uses (IAAT's clean check).
+  attack_forward: Optional[Callable] = None
 
 
 class Method:
@@ -86,6 +89,16 @@ class Method:
     return {}
 
   def attack_budget(self, ctx):
+    del ctx
+    return None
+
+  def extra_passes_on(self, ctx):
+    """None (always), or a scalar bool tensor: False when neither the extra
+    attacks nor a natural pass the objective does not need can change this
+    step (their weights are 0, e.g. LRAT's burn-in). The trainer then skips
+    those attacks and forwards (tf.cond): their variants' logits and stats
+    are zeros and ctx.natural_logits is None-like zeros; the weights must
+    still be 0 on every term they feed."""
     del ctx
     return None
 
