@@ -22,8 +22,6 @@ terms and weights are float32 whatever the network computes in; under
 mixed_float16 the loss is multiplied by the LossScaleOptimizer's scale before
 the gradient, and its `apply` unscales (and skips non-finite steps).
 """
-import functools
-
 import keras
 import tensorflow as tf
 
@@ -48,6 +46,7 @@ class AdversarialTrainer(keras.Model):
     self.seed = int(seed)
     self.jit_compile = bool(jit_compile)
     self._attacks = {}
+    self._extras = True  # trace train_step with the method's extra passes
     # Tracked outside Keras (raw tf.Variables): saved by the checkpoint callback.
     self.method_state = method.build_state()
     self.term_names = tuple(self.coefficients) + tuple(
@@ -103,6 +102,35 @@ class AdversarialTrainer(keras.Model):
     # replica layouts draw the same random starts.
     return pgd.stateless_seed(self.seed, step, spec.name)
 
+  def make_train_function(self, force=False):
+    """Keras's step function; two of them for a method with a phase without
+    extra passes (`Method.extra_passes_epoch`, e.g. LRAT's burn-in).
+
+    One traced step without the extra attacks and forwards serves the epochs
+    before the method's start, the ordinary one after: a tf.cond inside one
+    step would also skip them, but it changes the graph of the steps that do
+    run them (the gradient summation order: ~1e-9 differences after a few
+    steps), where two functions keep those steps bit-identical.
+    """
+    start = self.method.extra_passes_epoch()
+    if start <= 0 or (self.train_function is not None and not force):
+      return super().make_train_function(force)
+    functions = {}
+    for extras in (False, True):
+      super().make_train_function(force=True)
+      functions[extras] = self.train_function
+    self._extras = False
+
+    def train_function(iterator):
+      if not self._extras:  # once on, on for good: epochs only grow
+        step = int(self.optimizer.iterations.numpy())
+        self._extras = step // self.steps_per_epoch >= start
+      # (The flag is also what a first call traces train_step with.)
+      return functions[self._extras](iterator)
+
+    self.train_function = train_function
+    return train_function
+
   def _skipped_attack(self, images):
     """What a skipped attack returns: the clean batch and zero statistics."""
     batch = tf.shape(images)[0]
@@ -137,46 +165,35 @@ class AdversarialTrainer(keras.Model):
         primary_attack=self.train_attack.name,
         forward=self.attack_forward(), attack_forward=self.attack_forward)
 
-    # 1-2. Per-example budget, then every training attack (BN frozen). While
-    # the method says its extra passes cannot matter (`extra_passes_on`
-    # False, e.g. LRAT's burn-in), tf.cond skips them: zeros stand in.
+    # 1-2. Per-example budget, then every training attack (BN frozen). In a
+    # step traced without the extra passes (`make_train_function`: LRAT's
+    # burn-in) the method's extra attacks do not run: zeros stand in.
     budget = self.method.attack_budget(ctx)
     epsilon, step_size = budget if budget is not None else (None, None)
-    on = self.method.extra_passes_on(ctx)
-    skip = lambda value: lambda: value  # noqa: E731
     variants = {}
     for spec in (self.train_attack, *self.method.extra_attacks):
-      attack = functools.partial(run_attack, spec, images, labels, epsilon,
-                                 step_size)
-      if spec is self.train_attack or on is None:
-        variants[spec.name] = attack()
+      if spec is self.train_attack or self._extras:
+        variants[spec.name] = run_attack(spec, images, labels, epsilon,
+                                         step_size)
       else:
-        variants[spec.name] = tf.cond(on, attack,
-                                      skip(self._skipped_attack(images)))
+        variants[spec.name] = self._skipped_attack(images)
     ctx.attack_stats = {name: stats for name, (_, stats) in variants.items()}
     ctx.adversarial_inputs = {name: x for name, (x, _) in variants.items()}
 
     with tf.GradientTape() as tape:
       # 3. Training-mode forward passes, one per input (BN sees each batch
       # alone, as in the official codes).
-      def train_forward(x):
-        return lambda: _float32(self.network(x, training=True))
-      zeros = skip(self._skipped_outputs(images))
-      natural_on = None  # whether ctx.natural_logits are real: None = no
+      zeros = self._skipped_outputs(images)
+      natural = self.objective.needs_natural or (
+          self.method.needs_natural and self._extras)
       if self.objective.needs_natural or self.method.needs_natural:
-        if self.objective.needs_natural or on is None:
-          natural_on = tf.constant(True)
-          outputs = train_forward(images)()
-        else:
-          natural_on = on
-          outputs = tf.cond(on, train_forward(images), zeros)
-        ctx.natural_logits, ctx.features["natural"] = outputs
+        ctx.natural_logits, ctx.features["natural"] = (
+            _float32(self.network(images, training=True)) if natural
+            else zeros)
       for name, (x_adv, _) in variants.items():
-        if name == self.train_attack.name or on is None:
-          outputs = train_forward(x_adv)()
-        else:
-          outputs = tf.cond(on, train_forward(x_adv), zeros)
-        ctx.adversarial_logits[name], ctx.features[name] = outputs
+        ctx.adversarial_logits[name], ctx.features[name] = (
+            _float32(self.network(x_adv, training=True))
+            if name == self.train_attack.name or self._extras else zeros)
       # 4. Per-example terms, the method's weights, the weighted loss.
       ctx.terms = dict(self.objective.terms(
           labels, ctx.natural_logits,
@@ -188,7 +205,6 @@ class AdversarialTrainer(keras.Model):
           self.coefficients.get(k, 1.0) * weights.get(k, 1.0) * term
           for k, term in ctx.terms.items()])
       loss = tf.reduce_sum(per_example) / global_batch
-
       # Under mixed_float16 the LossScaleOptimizer's scale (else None).
       scale = precision.loss_scale(self.optimizer)
       scaled_loss = loss if scale is None else self.optimizer.scale_loss(loss)
@@ -209,11 +225,11 @@ class AdversarialTrainer(keras.Model):
     # attack's starting point (eval mode; the clean input itself when the
     # attack has no random start, else x + the start's noise).
     primary = ctx.attack_stats[self.train_attack.name]
-    clean_accuracy = tf.reduce_mean(
-        tf.cast(primary["kappa_first"] > 0, tf.float32))
-    if natural_on is not None:
-      clean_accuracy = tf.where(
-          natural_on, _accuracy(ctx.natural_logits, labels), clean_accuracy)
+    if natural:
+      clean_accuracy = _accuracy(ctx.natural_logits, labels)
+    else:
+      clean_accuracy = tf.reduce_mean(
+          tf.cast(primary["kappa_first"] > 0, tf.float32))
     adv_logits = primary["logits"]
     self.trackers["loss"].update_state(loss * replicas)
     self.trackers["clean_accuracy"].update_state(clean_accuracy)

@@ -92,15 +92,13 @@ class Method:
     del ctx
     return None
 
-  def extra_passes_on(self, ctx):
-    """None (always), or a scalar bool tensor: False when neither the extra
-    attacks nor a natural pass the objective does not need can change this
-    step (their weights are 0, e.g. LRAT's burn-in). The trainer then skips
-    those attacks and forwards (tf.cond): their variants' logits and stats
-    are zeros and ctx.natural_logits is None-like zeros; the weights must
-    still be 0 on every term they feed."""
-    del ctx
-    return None
+  def extra_passes_epoch(self):
+    """The first epoch (0-based) whose steps need the extra attacks, their
+    training forwards and a natural forward only the method uses; 0: every
+    step. Before it every weight on their terms must be 0 (LRAT's burn-in):
+    the trainer then runs a step without them (zeros stand in for their
+    logits, features and attack statistics)."""
+    return 0
 
   def extra_terms(self, ctx):
     del ctx

@@ -57,9 +57,8 @@ as GAIR-RST's `pgd_generate(category="trades")`.
 Cost: every variant is one more PGD-K and one more training-mode forward per
 step, and the local form adds the natural forward. During the burn-in, where
 all of those have weight 0, the trainer skips them (`extra_passes_on`): a
-burn-in step costs what a plain AT (or TRADES) step costs, and the steps
-after it are bit-identical to running them all along (tests/reweighting/
-test_lrat.py). With batch-norm networks the skipped training forwards no
+burn-in step costs what a plain AT (or TRADES) step costs, and every step is
+bit-identical to running them all along (tests/reweighting/test_lrat.py). With batch-norm networks the skipped training forwards no
 longer feed the moving averages during the burn-in, as in plain AT. The κ
 memory keeps each example's last measured κ; `kappa_mean_<variant>` logs 0
 while the variant does not run.
@@ -174,9 +173,9 @@ class LRAT(base.Method):
   def _on(self, ctx):
     return ctx.epoch >= self.burn_in
 
-  def extra_passes_on(self, ctx):
+  def extra_passes_epoch(self):
     # Burn-in: weight 0 on the variants and the natural term (plain AT).
-    return self._on(ctx) if self.burn_in > 0 else None
+    return self.burn_in
 
   def extra_terms(self, ctx):
     names, _ = self._attacks(ctx)
