@@ -189,19 +189,19 @@ def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
   return tf.stop_gradient(x_adv), stats
 
 
-def make_attack(forward, spec, jit_compile=False):
+def make_attack(forward, spec, jit_compile=False, rescale=None):
   """Binds `spec` to a model forward (x -> logits, training=False).
 
   Returns `attack(x, labels, seed, epsilon=None, step_size=None,
   nat_logits=None) -> (x_adv, stats)`. `epsilon` / `step_size` override the
   spec's scalars and may be per-example [B] tensors (IAAT). `seed` is a
   stateless seed, shape [2] int. With restarts > 1, each example keeps the
-  first restart that fools the model (else the last). Under a float16 policy
-  (at the time of this call) the input gradients are rescaled per example
-  (`input_gradient`).
+  first restart that fools the model (else the last). `rescale`: rescale the
+  input gradients per example (`input_gradient`), for a network that computes
+  in float16; None = whether the global policy is float16 now.
   """
 
-  rescale = rescale_gradients()
+  rescale = rescale_gradients() if rescale is None else bool(rescale)
 
   def loop(x, labels, epsilon, step_size, noise, nat_logits):
     return _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits,

@@ -12,6 +12,16 @@ Data flow of `train_step` (the whole story of a step is in this one function):
     -> method.weights             per-term, per-example weights (no gradient)
     -> loss = sum_k c_k sum_i w_ki l_ki / global_batch
     -> gradients + coupled weight decay -> optimizer update
+    -> metrics                    loss, clean / adversarial accuracy, the
+                                  method's; each example's (term, weight) row
+                                  into the epoch record (statistics and
+                                  histograms once per epoch: core/records.py)
+
+`clean_accuracy` costs no pass: it is the training-mode natural forward's
+accuracy when the loss has a natural pass (TRADES, MART, LRAT), else the
+accuracy at the training attack's starting point (eval mode): the clean input
+itself without a random start, x + the start's noise with one (PGD-AT's
+uniform start: within that noise of the clean accuracy).
 
 Weight decay is added to the gradients (PyTorch SGD style, which every paper's
 code used), not Keras's decoupled form; each replica adds wd/replicas because
@@ -27,6 +37,7 @@ import tensorflow as tf
 
 from official.attacks import pgd
 from official.core import precision
+from official.core import records
 from official.reweighting import base
 
 
@@ -52,15 +63,19 @@ class AdversarialTrainer(keras.Model):
     self.term_names = tuple(self.coefficients) + tuple(
         n for n in getattr(method, "extra_term_names", ()) if n not in self.coefficients)
     names = ["loss", "clean_accuracy", "adversarial_accuracy"]
-    for term in self.term_names:
-      names += [f"term/{term}", f"weight/{term}/mean", f"weight/{term}/max",
-                f"weight/{term}/min"]
     names += [f"method/{n}" for n in method.metric_names]
-    self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
-    # Last weight of every example per term: TensorBoard histograms per epoch.
-    self.last_weights = {
-        t: base.PerExampleMemory(f"last_weight_{t}", method.data.num_ids, 1.0)
-        for t in self.term_names}
+    self.step_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+    # Per-term statistics and weight histograms: once per epoch from the
+    # rows each step records (core/records.py), not reduced every step.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    self.record = records.EpochRecord(
+        self.term_names, method.data.batch_size // replicas,
+        self.steps_per_epoch)
+    self.trackers = dict(self.step_trackers)
+    for term in self.term_names:
+      for name in records.STATISTICS:
+        name = name.format(term)
+        self.trackers[name] = records.RecordView(self.record, name)
     self.built = True
 
   # The logits-only view, used by evaluation and export.
@@ -69,13 +84,24 @@ class AdversarialTrainer(keras.Model):
 
   @property
   def metrics(self):
-    return list(self.trackers.values())
+    return list(self.step_trackers.values()) + [self.record]
+
+  def _get_metrics_result_or_logs(self, logs):
+    # End of an epoch (Keras keeps the last step's logs for a custom
+    # train_step): add the record's statistics, computed once, here.
+    logs = super()._get_metrics_result_or_logs(logs)
+    if not self.record.steps:
+      return logs
+    return {**logs, **self.record.result()}
 
   def attack_fn(self, spec):
     """The compiled attack for `spec` (cached; one XLA program per spec)."""
     if spec not in self._attacks:
+      # Rescaled input gradients if the network computes in float16.
+      rescale = any(layer.compute_dtype == "float16"
+                    for layer in self.network.layers)
       self._attacks[spec] = pgd.make_attack(self.attack_forward(spec.bn), spec,
-                                            self.jit_compile)
+                                            self.jit_compile, rescale)
     return self._attacks[spec]
 
   def attack_forward(self, bn="frozen"):
@@ -235,19 +261,10 @@ class AdversarialTrainer(keras.Model):
     self.trackers["clean_accuracy"].update_state(clean_accuracy)
     self.trackers["adversarial_accuracy"].update_state(
         _accuracy(adv_logits, labels))
-    for term in self.term_names:
-      value = ctx.terms.get(term)
-      if value is None:
-        continue
-      w = tf.broadcast_to(weights.get(term, 1.0), tf.shape(value))
-      self.trackers[f"term/{term}"].update_state(tf.reduce_mean(value))
-      self.trackers[f"weight/{term}/mean"].update_state(tf.reduce_mean(w))
-      self.trackers[f"weight/{term}/max"].update_state(tf.reduce_max(w))
-      self.trackers[f"weight/{term}/min"].update_state(tf.reduce_min(w))
-      self.last_weights[term].update(ids, w)
+    self.record.update_state(ctx.terms, weights)
     for name, value in self.method.metrics(ctx, weights).items():
       self.trackers[f"method/{name}"].update_state(value)
-    return {n: m.result() for n, m in self.trackers.items()}
+    return {n: m.result() for n, m in self.step_trackers.items()}
 
   def test_step(self, data):
     logits = self.network(tf.cast(data["image"], tf.float32), training=False)[0]
