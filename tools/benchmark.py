@@ -348,7 +348,8 @@ def section_eval(workdir):
   project(20)  # a model that is not at its zero-logit init
   run = project.run
   path = export.export(run.trainer.network, os.path.join(workdir, "export"))
-  serve = tf.saved_model.load(path).serve
+  loaded = tf.saved_model.load(path)  # owns the variables: keep it alive
+  serve = loaded.serve
   n = _EVAL_EXAMPLES.value
   x = run.data.splits.x_test[:n].astype(np.float32)
   if x.ndim == 3:

@@ -113,7 +113,8 @@ def test_export_serves_float32_and_resume_restores_the_loss_scale(tmp_path):
   assert iterations == 3  # no step skipped
   x, _ = _test_batch(run, 8)
   path = export.export(run.trainer.network, str(tmp_path / "export"))
-  served = tf.saved_model.load(path).serve(x)
+  loaded = tf.saved_model.load(path)  # (keep it: it owns the variables)
+  served = loaded.serve(x)
   assert served.dtype == tf.float32
   np.testing.assert_allclose(served, run.trainer.network(x)[0], atol=1e-6)
 
