@@ -243,8 +243,10 @@ def section_reference(workdir):
   return out
 
 
-def unit_costs(run, config):
-  """Seconds of one attack iteration, training fwd+bwd, eval forward."""
+def unit_passes(run):
+  """{unit: fn(steps) -> (examples, seconds)}: one attack iteration, one
+  training fwd+bwd, one eval forward, on a batch of the run (contenders of
+  the same race as the methods, so a busy machine weighs on all alike)."""
   import tensorflow as tf
   network = run.trainer.network
   batch = next(iter(run.data.train(0, 1)))
@@ -269,26 +271,26 @@ def unit_costs(run, config):
   def forward(x):
     return network(x)[0]
 
-  def cost(fn, n=6):
-    tf.nest.map_structure(lambda t: t.numpy(), fn(x))
-    times = []
-    for _ in range(_REPEATS.value):
+  def unit(fn):
+    def run(steps):
       start = time.perf_counter()
-      for _ in range(n):
+      for _ in range(steps):
         out = fn(x)
       tf.nest.map_structure(lambda t: t.numpy(), out)
-      times.append((time.perf_counter() - start) / n)
-    return statistics.median(times)
+      return steps * int(x.shape[0]), time.perf_counter() - start
+    return run
 
-  return cost(attack_iteration), cost(train_pass), cost(forward)
+  return {"unit:attack": unit(attack_iteration),
+          "unit:train": unit(train_pass), "unit:forward": unit(forward)}
 
 
 def section_methods(workdir):
   runs = {m: ProjectStep(load_config(m, "mnist10k"),
                          os.path.join(workdir, f"method_{m}")) for m in METHODS}
-  rates = race(runs)
-  units = unit_costs(runs["at"].run, runs["at"].run.config)
+  units = unit_passes(runs["at"].run)
+  rates = race({**runs, **units})
   batch = runs["at"].batch
+  units = tuple(batch / rates[u] for u in units)  # seconds per pass
   lines = [f"methods [mnist10k, SmallCNN, batch {batch}, PGD-10, full steps "
            f"(no burn-in); units: attack iteration {1e3 * units[0]:.0f} ms, "
            f"training fwd+bwd {1e3 * units[1]:.0f} ms, forward "
