@@ -21,6 +21,9 @@ Sections (`--sections`, default all of them):
 Timing: `warmup` untimed steps (tracing, XLA), then `repeats` rounds; in each
 round every contender runs `steps` steps in turn (alternation spreads the
 load of a busy machine over all of them); a rate is the median over rounds.
+The reference and ResNet ratios are medians of per-round ratios (3x the
+rounds of half the steps for the reference): the load of a shared machine
+drifts between rounds far more than within one.
 
 Inherent passes: a method's step needs A attack iterations (forward + input
 gradient), T training forward+backward passes and F eval-mode forwards; the
@@ -104,20 +107,30 @@ def overhead(seconds, passes, unit_seconds):
   return seconds / inherent - 1.0
 
 
-def ratio_line(name, rate, reference_rate, label="reference"):
+def ratio_line(name, rate, reference_rate, label="reference", ratio=None):
+  ratio = rate / reference_rate if ratio is None else ratio
   return (f"{name}: {rate:.1f} ex/s vs {label} {reference_rate:.1f} ex/s: "
-          f"ratio {rate / reference_rate:.2f}")
+          f"ratio {ratio:.2f}")
 
 
-def alternate(contenders, repeats):
+def alternate(contenders, repeats, rounds=None):
   """{name: fn() -> (examples, seconds)} run in turn `repeats` times;
-  returns {name: median examples/s}."""
+  returns {name: median examples/s}. `rounds`, a dict, receives every
+  round's rates per name (for paired ratios)."""
   rates = {name: [] for name in contenders}
   for _ in range(repeats):
     for name, fn in contenders.items():
       examples, seconds = fn()
       rates[name].append(examples / seconds)
+  if rounds is not None:
+    rounds.update(rates)
   return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def paired_ratio(rates, reference_rates):
+  """Median over rounds of rate / reference rate in the same round: the
+  machine's load drifts between rounds, much less within one."""
+  return statistics.median(a / b for a, b in zip(rates, reference_rates))
 
 
 # ---------------------------------------------------------------- contenders
@@ -220,13 +233,13 @@ def timed(contender, steps):
   return lambda: contender(steps)
 
 
-def race(contenders, steps=None, warmup=None):
+def race(contenders, steps=None, warmup=None, repeats=None, rounds=None):
   """Warm every contender up, then alternate; {name: median ex/s}."""
   steps = _STEPS.value if steps is None else steps
   for contender in contenders.values():
     contender(_WARMUP.value if warmup is None else warmup)
   return alternate({n: timed(c, steps) for n, c in contenders.items()},
-                   _REPEATS.value)
+                   _REPEATS.value if repeats is None else repeats, rounds)
 
 
 # ---------------------------------------------------------------- sections
@@ -236,10 +249,16 @@ def section_reference(workdir):
     config = load_config("at", preset)
     project = ProjectStep(config, os.path.join(workdir, f"ref_{preset}"))
     reference = ReferenceStep(config, project.run.data)
-    rates = race({"project": project, "reference": reference})
+    # Short rounds, many of them: the ratio is the median of paired rounds.
+    rounds = {}
+    rates = race({"project": project, "reference": reference},
+                 steps=max(1, _STEPS.value // 2), repeats=3 * _REPEATS.value,
+                 rounds=rounds)
+    ratio = paired_ratio(rounds["project"], rounds["reference"])
     out.append(f"reference [{preset}, AT PGD-{config.attack.steps}, batch "
                f"{config.batch_size}, xla {config.xla}] " + ratio_line(
-                   "project", rates["project"], rates["reference"]))
+                   "project", rates["project"], rates["reference"],
+                   ratio=ratio))
     print(out[-1], flush=True)
   return out
 
@@ -334,11 +353,14 @@ def section_resnet(workdir):
                                       "data.augment": "none", "batch_size": 64})
   project = ProjectStep(config, os.path.join(workdir, "resnet"))
   reference = ReferenceStep(config, project.run.data)
-  # A ResNet-18 PGD-10 step takes seconds on a CPU: half the steps.
-  rates = race({"project": project, "reference": reference},
-               steps=max(1, _STEPS.value // 2), warmup=1)
+  # A ResNet-18 PGD-10 step takes seconds on a CPU: one step per round.
+  rounds = {}
+  rates = race({"project": project, "reference": reference}, steps=1,
+               warmup=1, repeats=_REPEATS.value + 1, rounds=rounds)
   line = (f"resnet18 [32x32x3 random, batch 64, PGD-10, xla {config.xla}] "
-          + ratio_line("project", rates["project"], rates["reference"]))
+          + ratio_line("project", rates["project"], rates["reference"],
+                       ratio=paired_ratio(rounds["project"],
+                                          rounds["reference"])))
   print(line, flush=True)
   return [line]
 

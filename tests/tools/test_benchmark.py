@@ -51,3 +51,12 @@ def test_alternate_takes_the_median_of_rounds():
   rates = benchmark.alternate({"a": fn("a"), "b": fn("b")}, 3)
   assert rates == {"a": 10.0, "b": 5.0}
   assert order == ["a", "b"] * 3  # alternated, not one after the other
+
+
+def test_paired_ratio_is_the_median_of_same_round_ratios():
+  # Round 2 ran on a loaded machine: both slow, the pair's ratio unchanged.
+  assert benchmark.paired_ratio([100, 50, 110], [100, 50, 100]) == (
+      pytest.approx(1.0))
+  rounds = {}
+  benchmark.alternate({"a": lambda: (4, 2.0)}, 2, rounds)
+  assert rounds == {"a": [2.0, 2.0]}
