@@ -78,8 +78,8 @@ def inherent_passes(config):
   What the method's formula needs, at its full step (after any burn-in):
   AT K + 1; TRADES adds the natural training pass and the KL attack's f(x);
   MART the natural pass; LRAT one more attack and training pass per variant
-  (+ the natural pass of its local form); IAAT the two search attacks and
-  the clean check f(x). GAIRAT, MAIL, DONE, SRAT read what AT computes.
+  (+ the natural pass of its local form); IAAT the two search attacks (each
+  with the forward that checks its final iterate) and the clean check f(x). GAIRAT, MAIL, DONE, SRAT read what AT computes.
   """
   steps = int(config.attack.steps)
   objective = config.objective.name
@@ -97,7 +97,7 @@ def inherent_passes(config):
       train += 1  # the natural member of each pair
   elif method == "iaat":
     attack += 2 * steps
-    forward += 1
+    forward += 3  # the clean check, each search's final-iterate check
   return attack, train, forward
 
 
