@@ -47,17 +47,21 @@ class EpochRecord(keras.metrics.Metric):
     self.present = set()  # terms a traced step wrote (others read as 0)
 
   def update_state(self, terms, weights):
-    """terms, weights: {term: [B]} of this replica (a missing term: zeros)."""
+    """terms, weights: {term: [B]} of this replica. A term missing from
+    `terms` was not computed this step (LRAT's burn-in): NaN values, left
+    out of its mean; its weight is still recorded (0 there)."""
     if not self.terms:
       return
     rows, steps = self._state["rows"], self._state["steps"]
     columns = []
     for term in self.terms:
       value = terms.get(term)
-      if value is None:
+      if value is None and term not in weights:
         value = weight = tf.zeros(rows.shape[1:2])
       else:
         self.present.add(term)
+        if value is None:
+          value = tf.fill(rows.shape[1:2], float("nan"))
         value = tf.cast(value, tf.float32)
         weight = tf.broadcast_to(tf.cast(weights.get(term, 1.0), tf.float32),
                                  tf.shape(value))
@@ -89,8 +93,11 @@ class EpochRecord(keras.metrics.Metric):
         stats = (0.0,) * 4
       else:
         value, weight = rows[:, :, k, 0], rows[:, :, k, 1]
-        stats = (value.mean(1).mean(), weight.mean(1).mean(),
-                 weight.max(1).mean(), weight.min(1).mean())
+        per_step = value.mean(1)
+        per_step = per_step[~np.isnan(per_step)]  # steps that computed it
+        stats = (per_step.mean() if per_step.size else 0.0,
+                 weight.mean(1).mean(), weight.max(1).mean(),
+                 weight.min(1).mean())
       for name, stat in zip(STATISTICS, stats):
         out[name.format(term)] = np.float32(stat)
     return out

@@ -224,6 +224,7 @@ class AdversarialTrainer(keras.Model):
       ctx.terms = dict(self.objective.terms(
           labels, ctx.natural_logits,
           ctx.adversarial_logits[self.train_attack.name]))
+      computed = set(ctx.terms)  # the objective's: always real
       ctx.terms.update(self.method.extra_terms(ctx))
       weights = {k: tf.stop_gradient(tf.cast(w, tf.float32))
                  for k, w in self.method.weights(ctx).items()}
@@ -261,7 +262,11 @@ class AdversarialTrainer(keras.Model):
     self.trackers["clean_accuracy"].update_state(clean_accuracy)
     self.trackers["adversarial_accuracy"].update_state(
         _accuracy(adv_logits, labels))
-    self.record.update_state(ctx.terms, weights)
+    # Without the extra passes, the method's terms are on stand-in zeros:
+    # not recorded (their weights, 0, are).
+    self.record.update_state(
+        {k: v for k, v in ctx.terms.items() if self._extras or k in computed},
+        weights)
     for name, value in self.method.metrics(ctx, weights).items():
       self.trackers[f"method/{name}"].update_state(value)
     return {n: m.result() for n, m in self.step_trackers.items()}

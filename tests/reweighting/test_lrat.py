@@ -203,6 +203,14 @@ def test_burn_in_skips_the_variant_passes_and_changes_no_number(
   # The CW attack never ran in the burn-in: ids seen only then have no κ.
   kappa = fast.trainer.method.kappa.numpy()
   assert np.isnan(kappa[:, 1]).sum() > np.isnan(kappa[:, 0]).sum()
+  # Its term is logged over the steps that computed it, not the stand-ins'
+  # log(10) of zero logits.
+  rows = fast.trainer.record.rows()
+  cw = fast.trainer.record.terms.index("adv_cw")
+  assert np.isnan(rows[:2, :, cw, 0]).all() and np.isfinite(rows[2:, :, cw, 0]).all()
+  np.testing.assert_allclose(
+      float(fast.trainer.trackers["term/adv_cw"].result()),
+      rows[2:, :, cw, 0].mean(1).mean(), rtol=1e-6)
   monkeypatch.setattr(lrat.LRAT, "extra_passes_epoch", lambda self: 0)
   every = _train(tmp_path / "all", "default")
   for a, b in zip(fast.trainer.network.weights, every.trainer.network.weights):
