@@ -28,6 +28,9 @@ def base():
   # multi_worker: the TF_CONFIG cluster, every worker runs the same command.
   c.distribute = "default"      # default (one device) | mirrored (all local GPUs, else CPU)
   c.xla = "auto"                # XLA for the PGD loop: auto | on | off
+  # Keras dtype policy: float32 | mixed_float16 (GPU tensor cores; loss
+  # scaling) | mixed_bfloat16. No speed-up on CPUs (README, Speed).
+  c.precision = "float32"
   c.checkpoints_to_keep = 3
 
   c.data = mlc.ConfigDict()

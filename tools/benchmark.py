@@ -1,12 +1,37 @@
-r"""Examples/second of one adversarial training step, with XLA on and off.
+r"""Speed, measured side by side in one process: what the project costs.
 
-  python -m tools.benchmark                       # digits and mnist10k, AT PGD-10
-  python -m tools.benchmark --presets=mnist10k --config=configs/lrat.py --steps=30
+  python -m tools.benchmark                                # every section, ~10 min here
+  python -m tools.benchmark --presets=mnist10k --reference # the regression guard
+  python -m tools.benchmark --sections=methods,eval --steps=6
 
-Each measurement builds the run from the config (as official.train does),
-runs `warmup` steps (tracing and XLA compilation), then times `steps` steps of
-`fit()` and reports global-batch examples per second (median of `repeats`).
+Sections (`--sections`, default all of them):
+  reference  the project's AT step vs a bare Keras PGD-AT step (same network,
+             batch, attack and optimizer; no reweighting, no per-term metrics,
+             no per-example memory), timed alternately; prints `ratio R`
+             (project ex/s / reference ex/s). Keep R >= 0.95.
+  methods    examples/s of every method config on the same data, beside its
+             inherent passes and the overhead beyond them (below).
+  precision  the AT step under float32, mixed_float16, mixed_bfloat16.
+  resnet     ResNet-18 at 32x32 (random data, batch 64): project vs reference.
+  eval       PGD-20 on an export through official/evaluation/robustness.py vs
+             ART's ProjectedGradientDescent (and apgd-ce / autoattack-fast vs
+             ART's AutoProjectedGradientDescent where those exist), same
+             images, alternated; ART is not a dependency: skipped if missing.
+
+Timing: `warmup` untimed steps (tracing, XLA), then `repeats` rounds; in each
+round every contender runs `steps` steps in turn (alternation spreads the
+load of a busy machine over all of them); a rate is the median over rounds.
+The reference and ResNet ratios are medians of per-round ratios (3x the
+rounds of half the steps for the reference): the load of a shared machine
+drifts between rounds far more than within one.
+
+Inherent passes: a method's step needs A attack iterations (forward + input
+gradient), T training forward+backward passes and F eval-mode forwards; the
+three unit costs are timed on the same batch, and `overhead` is the measured
+step time over A·a + T·t + F·f, minus 1 (what runs beyond the inherent work:
+the attack's statistics forward, the weights, the metrics, the optimizer).
 """
+import importlib
 import os
 import statistics
 import sys
@@ -20,59 +45,472 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
-_CONFIG = flags.DEFINE_string("config", "configs/at.py", "Method config file.")
-_PRESETS = flags.DEFINE_list("presets", ["digits", "mnist10k"], "Dataset presets.")
-_XLA = flags.DEFINE_list("xla", ["off", "on"], "XLA settings to compare.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per repeat.")
-_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (median).")
+SECTIONS = ("reference", "methods", "precision", "resnet", "eval")
+METHODS = ("at", "trades", "mart", "gairat", "mail", "lrat", "done", "srat",
+           "iaat")
+# Past every burn-in / warm-up: the benchmark times each method's full step.
+FULL_STEP = {"gairat": {"reweighting.burn_in_epochs": 0},
+             "mail": {"reweighting.burn_in_epochs": 0},
+             "lrat": {"reweighting.burn_in_epochs": 0},
+             "done": {"reweighting.burn_in_epochs": 0},
+             "srat": {"reweighting.defer_epochs": 0},
+             "iaat": {"reweighting.warmup_epochs": 0}}
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+_SECTIONS = flags.DEFINE_list("sections", list(SECTIONS),
+                              f"Sections to run: {', '.join(SECTIONS)}.")
+_REFERENCE = flags.DEFINE_bool("reference", False,
+                               "Only the reference section (the ratio line).")
+_PRESETS = flags.DEFINE_list("presets", ["mnist10k"],
+                             "Dataset presets of the reference section.")
+_XLA = flags.DEFINE_string("xla", "off", "XLA for the PGD loops: off | on.")
+_STEPS = flags.DEFINE_integer("steps", 4, "Timed steps per round.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Rounds (median).")
+_EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 500,
+                                      "Test images of the eval section.")
 
 
-def measure(config_path, preset, xla, steps, warmup, repeats):
-  import importlib.util
-  from official.core import experiment
-  spec = importlib.util.spec_from_file_location("cfg", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+# ---------------------------------------------------------------- pure parts
+def inherent_passes(config):
+  """(A attack iterations, T training fwd+bwd, F eval forwards) of one step.
+
+  What the method's formula needs, at its full step (after any burn-in):
+  AT K + 1; TRADES adds the natural training pass and the KL attack's f(x);
+  MART the natural pass; LRAT one more attack and training pass per variant
+  (+ the natural pass of its local form); IAAT the two search attacks (each
+  with the forward that checks its final iterate) and the clean check f(x). GAIRAT, MAIL, DONE, SRAT read what AT computes.
+  """
+  steps = int(config.attack.steps)
+  objective = config.objective.name
+  attack, train, forward = steps, 1, 0
+  if objective in ("trades", "mart"):
+    train += 1
+  if objective == "trades":
+    forward += 1
+  method = config.reweighting.name
+  if method == "lrat":
+    variants = tuple(config.reweighting.get("variants", ("cw",)))
+    attack += sum(1 if v == "fgsm" else steps for v in variants)
+    train += len(variants)
+    if config.reweighting.get("form", "local") == "local":
+      train += 1  # the natural member of each pair
+  elif method == "iaat":
+    attack += 2 * steps
+    forward += 3  # the clean check, each search's final-iterate check
+  return attack, train, forward
+
+
+def overhead(seconds, passes, unit_seconds):
+  """Measured step time over the inherent work, minus 1."""
+  inherent = sum(n * u for n, u in zip(passes, unit_seconds))
+  return seconds / inherent - 1.0
+
+
+def ratio_line(name, rate, reference_rate, label="reference", ratio=None):
+  ratio = rate / reference_rate if ratio is None else ratio
+  return (f"{name}: {rate:.1f} ex/s vs {label} {reference_rate:.1f} ex/s: "
+          f"ratio {ratio:.2f}")
+
+
+def alternate(contenders, repeats, rounds=None):
+  """{name: fn() -> (examples, seconds)} run in turn `repeats` times;
+  returns {name: median examples/s}. `rounds`, a dict, receives every
+  round's rates per name (for paired ratios)."""
+  rates = {name: [] for name in contenders}
+  for _ in range(repeats):
+    for name, fn in contenders.items():
+      examples, seconds = fn()
+      rates[name].append(examples / seconds)
+  if rounds is not None:
+    rounds.update(rates)
+  return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def paired_ratio(rates, reference_rates):
+  """Median over rounds of rate / reference rate in the same round: the
+  machine's load drifts between rounds, much less within one."""
+  return statistics.median(a / b for a, b in zip(rates, reference_rates))
+
+
+# ---------------------------------------------------------------- contenders
+def load_config(method, preset, **overrides):
+  module = importlib.import_module(f"configs.{method}")
   config = module.get_config(preset)
-  config.xla = xla
-  with tempfile.TemporaryDirectory() as workdir:
-    run = experiment.prepare(config, workdir)
-    per_epoch = run.data.steps_per_epoch
-    epochs = (warmup + steps * repeats) // per_epoch + 2
-    iterator = iter(run.data.train(0, epochs))
-    trainer = run.trainer
-    trainer.make_train_function()
-    step_fn = trainer.train_function
+  config.xla = _XLA.value
+  for key, value in {**FULL_STEP.get(method, {}), **overrides}.items():
+    node = config
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return config
 
-    def run_steps(n):
-      logs = None
-      for _ in range(n):
-        logs = step_fn([next(iterator)])
-      float(logs["loss"])  # waits for the last step to finish
 
-    run_steps(warmup)
-    rates = []
-    for _ in range(repeats):
+class ProjectStep:
+  """The project's compiled step (prepare() as official.train does)."""
+
+  def __init__(self, config, workdir):
+    from official.core import experiment
+    self.run = experiment.prepare(config, workdir)
+    self.batch = int(config.batch_size)
+    epochs = int(config.epochs)
+    self.iterator = iter(self.run.data.train(0, epochs).repeat())
+    self.run.trainer.make_train_function()
+
+  def __call__(self, steps):
+    start = time.perf_counter()
+    logs = None
+    for _ in range(steps):
+      logs = self.run.trainer.train_function([next(self.iterator)])
+    float(logs["loss"])  # waits for the last step
+    return steps * self.batch, time.perf_counter() - start
+
+
+class ReferenceStep:
+  """A bare Keras PGD-AT step: the same network, batch, attack, optimizer.
+
+  Plain CE on the adversarial batch, coupled weight decay, PGD-K with a
+  uniform start in an XLA-or-graph tf.function; nothing else (no weights,
+  no per-term metrics, no per-example memory, no statistics).
+  """
+
+  def __init__(self, config, data):
+    import keras
+    import tensorflow as tf
+    from official.modeling import registry
+    network = registry.build_model(config.model, data.image_shape,
+                                   data.num_classes, seed=int(config.seed))
+    optimizer = keras.optimizers.SGD(float(config.optimizer.learning_rate),
+                                     momentum=float(config.optimizer.momentum))
+    variables = network.trainable_variables
+    optimizer.build(variables)
+    eps, alpha = float(config.attack.epsilon), float(config.attack.step_size)
+    steps, wd = int(config.attack.steps), float(config.optimizer.weight_decay)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits
+
+    @tf.function(jit_compile=config.xla == "on")
+    def attack(x, y, seed):
+      x_adv = tf.clip_by_value(
+          x + tf.random.stateless_uniform(tf.shape(x), seed, -eps, eps), 0, 1)
+      for _ in tf.range(steps):
+        with tf.GradientTape() as tape:
+          tape.watch(x_adv)
+          loss = tf.reduce_sum(ce(labels=y, logits=network(x_adv)[0]))
+        x_adv = x_adv + alpha * tf.sign(tape.gradient(loss, x_adv))
+        x_adv = tf.clip_by_value(x_adv, tf.maximum(x - eps, 0.0),
+                                 tf.minimum(x + eps, 1.0))
+      return x_adv
+
+    @tf.function
+    def step(batch, seed):
+      x = tf.cast(batch["image"], tf.float32)
+      y = tf.cast(batch["label"], tf.int32)
+      x_adv = attack(x, y, seed)
+      with tf.GradientTape() as tape:
+        logits = tf.cast(network(x_adv, training=True)[0], tf.float32)
+        loss = tf.reduce_mean(ce(labels=y, logits=logits))
+      grads = tape.gradient(loss, variables)
+      optimizer.apply([g + wd * v for g, v in zip(grads, variables)],
+                      variables)
+      return loss
+
+    self.step, self.batch = step, int(config.batch_size)
+    self.iterator = iter(data.train(0, int(config.epochs)).repeat())
+    self.count = 0
+
+  def __call__(self, steps):
+    import tensorflow as tf
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.count += 1
+      loss = self.step(next(self.iterator), tf.constant([0, self.count]))
+    float(loss)
+    return steps * self.batch, time.perf_counter() - start
+
+
+def timed(contender, steps):
+  return lambda: contender(steps)
+
+
+def race(contenders, steps=None, warmup=None, repeats=None, rounds=None):
+  """Warm every contender up, then alternate; {name: median ex/s}."""
+  steps = _STEPS.value if steps is None else steps
+  for contender in contenders.values():
+    contender(_WARMUP.value if warmup is None else warmup)
+  return alternate({n: timed(c, steps) for n, c in contenders.items()},
+                   _REPEATS.value if repeats is None else repeats, rounds)
+
+
+# ---------------------------------------------------------------- sections
+def section_reference(workdir):
+  out = []
+  for preset in _PRESETS.value:
+    config = load_config("at", preset)
+    project = ProjectStep(config, os.path.join(workdir, f"ref_{preset}"))
+    reference = ReferenceStep(config, project.run.data)
+    # Short rounds, many of them: the ratio is the median of paired rounds.
+    rounds = {}
+    rates = race({"project": project, "reference": reference},
+                 steps=max(1, _STEPS.value // 2), repeats=3 * _REPEATS.value,
+                 rounds=rounds)
+    ratio = paired_ratio(rounds["project"], rounds["reference"])
+    out.append(f"reference [{preset}, AT PGD-{config.attack.steps}, batch "
+               f"{config.batch_size}, xla {config.xla}] " + ratio_line(
+                   "project", rates["project"], rates["reference"],
+                   ratio=ratio))
+    print(out[-1], flush=True)
+  return out
+
+
+def unit_passes(run):
+  """{unit: fn(steps) -> (examples, seconds)}: one attack iteration, one
+  training fwd+bwd, one eval forward, on a batch of the run (contenders of
+  the same race as the methods, so a busy machine weighs on all alike)."""
+  import tensorflow as tf
+  network = run.trainer.network
+  batch = next(iter(run.data.train(0, 1)))
+  x = tf.cast(batch["image"], tf.float32)
+  y = tf.cast(batch["label"], tf.int32)
+  ce = tf.nn.sparse_softmax_cross_entropy_with_logits
+
+  @tf.function
+  def attack_iteration(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(ce(labels=y, logits=network(x)[0]))
+    return tape.gradient(loss, x)
+
+  @tf.function
+  def train_pass(x):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(ce(labels=y, logits=network(x, training=True)[0]))
+    return tape.gradient(loss, network.trainable_variables)
+
+  @tf.function
+  def forward(x):
+    return network(x)[0]
+
+  def unit(fn):
+    def run(steps):
       start = time.perf_counter()
-      run_steps(steps)
-      rates.append(steps * config.batch_size / (time.perf_counter() - start))
-  return statistics.median(rates), config
+      for _ in range(steps):
+        out = fn(x)
+      tf.nest.map_structure(lambda t: t.numpy(), out)
+      return steps * int(x.shape[0]), time.perf_counter() - start
+    return run
+
+  return {"unit:attack": unit(attack_iteration),
+          "unit:train": unit(train_pass), "unit:forward": unit(forward)}
+
+
+def section_methods(workdir):
+  runs = {m: ProjectStep(load_config(m, "mnist10k"),
+                         os.path.join(workdir, f"method_{m}")) for m in METHODS}
+  units = unit_passes(runs["at"].run)
+  rates = race({**runs, **units})
+  batch = runs["at"].batch
+  units = tuple(batch / rates[u] for u in units)  # seconds per pass
+  lines = [f"methods [mnist10k, SmallCNN, batch {batch}, PGD-10, full steps "
+           f"(no burn-in); units: attack iteration {1e3 * units[0]:.0f} ms, "
+           f"training fwd+bwd {1e3 * units[1]:.0f} ms, forward "
+           f"{1e3 * units[2]:.0f} ms]",
+           f"{'method':<8} {'ex/s':>7} {'A':>3} {'T':>2} {'F':>2} "
+           f"{'inherent ex/s':>13} {'overhead':>8}"]
+  for method in METHODS:
+    config = runs[method].run.config
+    passes = inherent_passes(config)
+    inherent = sum(n * u for n, u in zip(passes, units))
+    lines.append(f"{method:<8} {rates[method]:>7.1f} {passes[0]:>3} "
+                 f"{passes[1]:>2} {passes[2]:>2} {batch / inherent:>13.1f} "
+                 f"{100 * overhead(batch / rates[method], passes, units):>7.0f}%")
+  for line in lines:
+    print(line, flush=True)
+  return lines
+
+
+def section_precision(workdir):
+  runs = {p: ProjectStep(load_config("at", "mnist10k", precision=p),
+                         os.path.join(workdir, f"precision_{p}"))
+          for p in PRECISIONS}
+  rates = race(runs)
+  lines = []
+  for p in PRECISIONS:
+    lines.append(f"precision [mnist10k AT] " + ratio_line(
+        p, rates[p], rates["float32"], "float32"))
+    print(lines[-1], flush=True)
+  return lines
+
+
+def section_resnet(workdir):
+  import numpy as np
+  rng = np.random.default_rng(0)
+  path = os.path.join(workdir, "random32.npz")
+  np.savez(path, x_train=rng.random((640, 32, 32, 3), np.float32),
+           y_train=rng.integers(0, 10, 640), x_test=rng.random(
+               (64, 32, 32, 3), np.float32), y_test=rng.integers(0, 10, 64))
+  config = load_config("at", None, **{"data.name": "npz", "data.path": path,
+                                      "data.augment": "none", "batch_size": 64})
+  project = ProjectStep(config, os.path.join(workdir, "resnet"))
+  reference = ReferenceStep(config, project.run.data)
+  # A ResNet-18 PGD-10 step takes seconds on a CPU: one step per round.
+  rounds = {}
+  rates = race({"project": project, "reference": reference}, steps=1,
+               warmup=1, repeats=_REPEATS.value + 1, rounds=rounds)
+  line = (f"resnet18 [32x32x3 random, batch 64, PGD-10, xla {config.xla}] "
+          + ratio_line("project", rates["project"], rates["reference"],
+                       ratio=paired_ratio(rounds["project"],
+                                          rounds["reference"])))
+  print(line, flush=True)
+  return [line]
+
+
+def section_eval(workdir):
+  import numpy as np
+  import tensorflow as tf
+  from official.core import export
+  from official.evaluation import robustness
+  project = ProjectStep(load_config("at", "mnist10k"),
+                        os.path.join(workdir, "eval_run"))
+  project(20)  # a model that is not at its zero-logit init
+  run = project.run
+  path = export.export(run.trainer.network, os.path.join(workdir, "export"))
+  loaded = tf.saved_model.load(path)  # owns the variables: keep it alive
+  serve = loaded.serve
+  n = _EVAL_EXAMPLES.value
+  x = run.data.splits.x_test[:n].astype(np.float32)
+  if x.ndim == 3:
+    x = x[..., None]
+  y = run.data.splits.y_test[:n].astype(np.int64)
+  dataset = tf.data.Dataset.from_tensor_slices(
+      {"image": x, "label": y}).batch(100)
+  config = run.config.eval
+  config.max_examples = 0
+
+  def project_eval(name):
+    def fn():
+      config.attacks = (name,)
+      start = time.perf_counter()
+      result = robustness.evaluate(serve, dataset, config,
+                                   run.data.num_classes, verbose=0,
+                                   jit_compile=run.config.xla == "on")
+      return n, time.perf_counter() - start, result[name]["accuracy"]
+    return fn
+
+  lines = []
+  try:
+    art = _art_classifier(serve, x.shape[1:], run.data.num_classes)
+  except ImportError as e:
+    art = None
+    lines.append(f"eval: ART not installed ({e}); project only")
+  contenders = {"pgd20": (project_eval("pgd20"), _art_pgd(art, config, x, y))}
+  for name in ("apgd-ce", "autoattack-fast"):
+    if name in robustness.EVAL_ATTACKS:
+      contenders[name] = (project_eval(name), _art_apgd(art, config, x, y,
+                                                         name))
+  for name, (ours, theirs) in contenders.items():
+    ours()  # warm-up: tracing
+    accuracy = {}
+
+    def ours_rate(ours=ours):
+      examples, seconds, acc = ours()
+      accuracy["project"] = acc
+      return examples, seconds
+    fns = {"project": ours_rate}
+    if theirs is not None:
+      def theirs_rate(theirs=theirs):
+        examples, seconds, acc = theirs()
+        accuracy["ART"] = acc
+        return examples, seconds
+      try:
+        theirs_rate()
+        fns["ART"] = theirs_rate
+      except Exception as e:  # noqa: BLE001  (a third-party failure: say it)
+        lines.append(f"eval {name}: ART failed: {type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}")
+    rates = alternate(fns, _REPEATS.value)
+    accs = ", ".join(f"{k} accuracy {v:.3f}" for k, v in accuracy.items())
+    if "ART" in rates:
+      lines.append(f"eval {name} [{n} mnist10k test images, export] "
+                   + ratio_line("project", rates["project"], rates["ART"],
+                                "ART") + f" ({accs})")
+    else:
+      lines.append(f"eval {name}: project {rates['project']:.1f} ex/s ({accs})")
+  for line in lines:
+    print(line, flush=True)
+  return lines
+
+
+def _art_classifier(serve, input_shape, num_classes):
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from art.estimators.classification import TensorFlowV2Classifier
+  import tensorflow as tf
+  return TensorFlowV2Classifier(
+      model=lambda x, training=False: serve(tf.cast(x, tf.float32)),
+      nb_classes=num_classes, input_shape=tuple(input_shape),
+      loss_object=tf.keras.losses.SparseCategoricalCrossentropy(
+          from_logits=True), clip_values=(0.0, 1.0))
+
+
+def _art_pgd(classifier, config, x, y):
+  if classifier is None:
+    return None
+  import numpy as np
+  from art.attacks.evasion import ProjectedGradientDescent
+  attack = ProjectedGradientDescent(
+      classifier, norm=np.inf, eps=float(config.epsilon),
+      eps_step=float(config.pgd_step_size), max_iter=int(config.pgd_steps),
+      num_random_init=1, batch_size=100, verbose=False)
+  return _art_run(classifier, attack, x, y)
+
+
+def _art_apgd(classifier, config, x, y, name):
+  if classifier is None:
+    return None
+  import numpy as np
+  from art.attacks.evasion import AutoProjectedGradientDescent
+  attack = AutoProjectedGradientDescent(
+      classifier, norm=np.inf, eps=float(config.epsilon),
+      eps_step=2 * float(config.epsilon), max_iter=int(config.pgd_steps),
+      nb_random_init=1, batch_size=100, loss_type="cross_entropy",
+      verbose=False)
+  return _art_run(classifier, attack, x, y)
+
+
+def _art_run(classifier, attack, x, y):
+  def fn():
+    start = time.perf_counter()
+    x_adv = attack.generate(x=x, y=y)
+    accuracy = float((classifier.predict(x_adv, batch_size=100).argmax(-1)
+                      == y).mean())
+    return len(x), time.perf_counter() - start, accuracy
+  return fn
+
+
+SECTION_FNS = {"reference": section_reference, "methods": section_methods,
+               "precision": section_precision, "resnet": section_resnet,
+               "eval": section_eval}
 
 
 def main(argv):
   del argv
-  rows = []
-  for preset in _PRESETS.value:
-    for xla in _XLA.value:
-      rate, config = measure(_CONFIG.value, preset, xla, _STEPS.value,
-                             _WARMUP.value, _REPEATS.value)
-      rows.append((preset, xla, rate, config))
-  print(f"\n{'preset':<10} {'xla':<4} {'examples/s':>10}  setting")
-  for preset, xla, rate, c in rows:
-    print(f"{preset:<10} {xla:<4} {rate:>10.1f}  {c.objective.name}/"
-          f"{c.reweighting.name}, PGD-{c.attack.steps}, batch {c.batch_size}, "
-          f"model {c.model.name}")
+  sections = ["reference"] if _REFERENCE.value else _SECTIONS.value
+  for s in sections:
+    if s not in SECTION_FNS:
+      raise app.UsageError(f"unknown section '{s}'; valid: "
+                           f"{', '.join(SECTIONS)}")
+  print(f"tools.benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f", {os.cpu_count()} CPUs, steps {_STEPS.value} x {_REPEATS.value} "
+        f"rounds (median), warmup {_WARMUP.value}", flush=True)
+  lines = []
+  with tempfile.TemporaryDirectory() as workdir:
+    for s in sections:
+      lines += SECTION_FNS[s](workdir)
+  print("\nsummary")
+  for line in lines:
+    print(line)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ the reweighting methods read:
 import dataclasses
 import zlib
 
+import keras
 import tensorflow as tf
 
 from official.attacks import losses
@@ -109,8 +110,53 @@ def _per_example(value, batch):
   return tf.broadcast_to(value, [batch]) if value.shape.rank == 0 else value
 
 
+def rescale_gradients():
+  """Whether attacks rescale their backward pass: under a float16 policy.
+
+  A float16 backward flushes gradients below ~6e-8 to zero, and the sign of
+  a zero is 0: PGD would silently stop moving those pixels (a confident
+  example's CE gradient at the logits is often that small). bfloat16 has
+  float32's exponent range and float32 needs nothing, so both keep the plain
+  gradient (bit-identical to a run without this code).
+  """
+  return keras.mixed_precision.global_policy().compute_dtype == "float16"
+
+
+def input_gradient(forward, x, labels, loss, nat_logits=None, confidence=50.0,
+                   rescale=False):
+  """([B, C] float32 logits, d sum_i loss_i / dx): one forward + one backward.
+
+  The loss is computed in float32 from logits cast to float32. With
+  `rescale`, the gradient at the logits (float32, cheap) is divided per
+  example by its largest entry before it goes back through the (float16)
+  network, so every example enters the backward pass at magnitude ~1 instead
+  of underflowing; a positive per-example factor leaves the sign of that
+  example's input gradient unchanged. A NaN from an overflow becomes 0.
+  """
+  if not rescale:
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      logits = tf.cast(forward(x), tf.float32)
+      objective = tf.reduce_sum(
+          losses.attack_loss(loss, logits, labels, nat_logits, confidence))
+    return logits, tape.gradient(objective, x)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    raw = forward(x)
+  logits = tf.cast(raw, tf.float32)
+  with tf.GradientTape() as loss_tape:
+    loss_tape.watch(logits)
+    objective = tf.reduce_sum(
+        losses.attack_loss(loss, logits, labels, nat_logits, confidence))
+  upstream = loss_tape.gradient(objective, logits)
+  peak = tf.reduce_max(tf.abs(upstream), axis=-1, keepdims=True)
+  upstream = upstream / tf.where(peak > 0, peak, 1.0)
+  grad = tape.gradient(raw, x, output_gradients=tf.cast(upstream, raw.dtype))
+  return logits, tf.where(tf.math.is_nan(grad), tf.zeros_like(grad), grad)
+
+
 def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
-              steps, loss, random_start, confidence):
+              steps, loss, random_start, confidence, rescale=False):
   """K steps of signed-gradient ascent, projected on the eps-ball and [0, 1]."""
   eps = epsilon[:, None, None, None]
   alpha = step_size[:, None, None, None]
@@ -125,18 +171,14 @@ def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
   correct_count = tf.zeros([batch], tf.int32)
   kappa_first = tf.fill([batch], steps)
   for k in tf.range(steps):
-    with tf.GradientTape() as tape:
-      tape.watch(x_adv)
-      logits = forward(x_adv)
-      objective = tf.reduce_sum(
-          losses.attack_loss(loss, logits, labels, nat_logits, confidence))
-    grad = tape.gradient(objective, x_adv)
+    logits, grad = input_gradient(forward, x_adv, labels, loss, nat_logits,
+                                  confidence, rescale=rescale)
     correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
     correct_count += tf.cast(correct, tf.int32)
     kappa_first = tf.where((kappa_first == steps) & ~correct, k, kappa_first)
     x_adv = tf.clip_by_value(x_adv + alpha * tf.sign(grad), lower, upper)
 
-  logits = forward(x_adv)
+  logits = tf.cast(forward(x_adv), tf.float32)
   stats = {
       "correct_count": correct_count,
       "kappa_first": kappa_first,
@@ -147,20 +189,25 @@ def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
   return tf.stop_gradient(x_adv), stats
 
 
-def make_attack(forward, spec, jit_compile=False):
+def make_attack(forward, spec, jit_compile=False, rescale=None):
   """Binds `spec` to a model forward (x -> logits, training=False).
 
   Returns `attack(x, labels, seed, epsilon=None, step_size=None,
   nat_logits=None) -> (x_adv, stats)`. `epsilon` / `step_size` override the
   spec's scalars and may be per-example [B] tensors (IAAT). `seed` is a
   stateless seed, shape [2] int. With restarts > 1, each example keeps the
-  first restart that fools the model (else the last).
+  first restart that fools the model (else the last). `rescale`: rescale the
+  input gradients per example (`input_gradient`), for a network that computes
+  in float16; None = whether the global policy is float16 now.
   """
+
+  rescale = rescale_gradients() if rescale is None else bool(rescale)
 
   def loop(x, labels, epsilon, step_size, noise, nat_logits):
     return _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits,
                      steps=spec.steps, loss=spec.loss,
-                     random_start=spec.random_start, confidence=spec.confidence)
+                     random_start=spec.random_start, confidence=spec.confidence,
+                     rescale=rescale)
 
   compiled = tf.function(loop, jit_compile=jit_compile)
 
@@ -172,7 +219,7 @@ def make_attack(forward, spec, jit_compile=False):
     step_size = _per_example(
         spec.step_size if step_size is None else step_size, batch)
     if spec.loss == "kl" and nat_logits is None:
-      nat_logits = forward(x)
+      nat_logits = tf.cast(forward(x), tf.float32)
     if nat_logits is None:  # a fixed placeholder keeps one traced signature
       nat_logits = tf.zeros([batch, 1])
     seed = tf.cast(seed, tf.int64)

@@ -193,7 +193,12 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
 
 class EpochSummaries(keras.callbacks.Callback):
-  """Learning rate, weight histograms per term, and the method's own histograms."""
+  """Learning rate, weight histograms per term, and the method's own histograms.
+
+  The weight histogram of a term holds every weight the epoch's steps gave
+  (each training example once per epoch; core/records.py), read from the
+  trainer's per-replica record once, here.
+  """
 
   def __init__(self, trainer, logdir, train_ids):
     super().__init__()
@@ -207,9 +212,8 @@ class EpochSummaries(keras.callbacks.Callback):
     with self.writer.as_default():
       lr = trainer.optimizer.learning_rate
       tf.summary.scalar("learning_rate", float(np.asarray(lr)), step=step)
-      for term, memory in trainer.last_weights.items():
-        tf.summary.histogram(f"weights/{term}", memory.numpy()[self.train_ids],
-                             step=step)
+      for term, values in trainer.record.weights_of_epoch().items():
+        tf.summary.histogram(f"weights/{term}", values, step=step)
       for name, values in trainer.method.epoch_summaries().items():
         values = np.asarray(values)
         if values.ndim == 0:

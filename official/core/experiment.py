@@ -13,6 +13,7 @@ from official.common import checks
 from official.core import callbacks
 from official.core import cluster
 from official.core import export as export_lib
+from official.core import precision
 from official.core import trainer as trainer_lib
 from official.core import workdir as workdir_lib
 from official.data import registry as data_registry
@@ -117,6 +118,7 @@ def validate(config):
       raise ValueError(f"{key} must be positive, got {config[key]}")
   checks.check_choice("distribute", config.distribute, DISTRIBUTE)
   checks.check_choice("xla", config.xla, XLA)
+  precision.check(config.get("precision", "float32"))
   objective = objectives.get_objective(config.objective.name)
   method_registry.check_name(config.reweighting.name)
   for key in ("epsilon",):
@@ -163,6 +165,8 @@ def prepare(config, workdir, allow_changes=()):
   chief = cluster.is_chief(config.distribute)
   created = chief and workdir_lib.claim(workdir, resolved, fingerprint,
                                         allow_changes)
+  # The dtype policy must be set before any layer is built (process-global).
+  precision.set_policy(config.get("precision", "float32"))
   try:
     say(f"Building {config.model.name}, objective {config.objective.name}, "
         f"method {config.reweighting.name}")
@@ -181,6 +185,8 @@ def prepare(config, workdir, allow_changes=()):
           learning_rate=learning_rate(config.optimizer, data.steps_per_epoch),
           momentum=float(config.optimizer.momentum),
           nesterov=bool(config.optimizer.nesterov))
+      optimizer = precision.wrap_optimizer(optimizer,
+                                           config.get("precision", "float32"))
       # Never compile(jit_compile=True) under a strategy: XLA is on PGD only.
       trainer.compile(optimizer=optimizer, jit_compile=False)
       # Multi-worker: every worker restores the chief's checkpoints.

@@ -12,15 +12,32 @@ Data flow of `train_step` (the whole story of a step is in this one function):
     -> method.weights             per-term, per-example weights (no gradient)
     -> loss = sum_k c_k sum_i w_ki l_ki / global_batch
     -> gradients + coupled weight decay -> optimizer update
+    -> metrics                    loss, clean / adversarial accuracy, the
+                                  method's; each example's (term, weight) row
+                                  into the epoch record (statistics and
+                                  histograms once per epoch: core/records.py)
+
+`clean_accuracy` costs no pass: it is the training-mode natural forward's
+accuracy when the loss has a natural pass (TRADES, MART, LRAT), else the
+accuracy at the training attack's starting point (eval mode): the clean input
+itself without a random start, x + the start's noise with one (PGD-AT's
+uniform start: within that noise of the clean accuracy).
 
 Weight decay is added to the gradients (PyTorch SGD style, which every paper's
 code used), not Keras's decoupled form; each replica adds wd/replicas because
 the optimizer sums replica gradients.
+
+Mixed precision (`config.precision`, core/precision.py): logits, features,
+terms and weights are float32 whatever the network computes in; under
+mixed_float16 the loss is multiplied by the LossScaleOptimizer's scale before
+the gradient, and its `apply` unscales (and skips non-finite steps).
 """
 import keras
 import tensorflow as tf
 
 from official.attacks import pgd
+from official.core import precision
+from official.core import records
 from official.reweighting import base
 
 
@@ -40,20 +57,25 @@ class AdversarialTrainer(keras.Model):
     self.seed = int(seed)
     self.jit_compile = bool(jit_compile)
     self._attacks = {}
+    self._extras = True  # trace train_step with the method's extra passes
     # Tracked outside Keras (raw tf.Variables): saved by the checkpoint callback.
     self.method_state = method.build_state()
     self.term_names = tuple(self.coefficients) + tuple(
         n for n in getattr(method, "extra_term_names", ()) if n not in self.coefficients)
     names = ["loss", "clean_accuracy", "adversarial_accuracy"]
-    for term in self.term_names:
-      names += [f"term/{term}", f"weight/{term}/mean", f"weight/{term}/max",
-                f"weight/{term}/min"]
     names += [f"method/{n}" for n in method.metric_names]
-    self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
-    # Last weight of every example per term: TensorBoard histograms per epoch.
-    self.last_weights = {
-        t: base.PerExampleMemory(f"last_weight_{t}", method.data.num_ids, 1.0)
-        for t in self.term_names}
+    self.step_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+    # Per-term statistics and weight histograms: once per epoch from the
+    # rows each step records (core/records.py), not reduced every step.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    self.record = records.EpochRecord(
+        self.term_names, method.data.batch_size // replicas,
+        self.steps_per_epoch)
+    self.trackers = dict(self.step_trackers)
+    for term in self.term_names:
+      for name in records.STATISTICS:
+        name = name.format(term)
+        self.trackers[name] = records.RecordView(self.record, name)
     self.built = True
 
   # The logits-only view, used by evaluation and export.
@@ -62,7 +84,15 @@ class AdversarialTrainer(keras.Model):
 
   @property
   def metrics(self):
-    return list(self.trackers.values())
+    return list(self.step_trackers.values()) + [self.record]
+
+  def _get_metrics_result_or_logs(self, logs):
+    # End of an epoch (Keras keeps the last step's logs for a custom
+    # train_step): add the record's statistics, computed once, here.
+    logs = super()._get_metrics_result_or_logs(logs)
+    if not self.record.steps:
+      return logs
+    return {**logs, **self.record.result()}
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     # Everything is built in __init__ and by the Checkpointer (optimizer).
@@ -75,8 +105,11 @@ class AdversarialTrainer(keras.Model):
   def attack_fn(self, spec):
     """The compiled attack for `spec` (cached; one XLA program per spec)."""
     if spec not in self._attacks:
+      # Rescaled input gradients if the network computes in float16.
+      rescale = any(layer.compute_dtype == "float16"
+                    for layer in self.network.layers)
       self._attacks[spec] = pgd.make_attack(self.attack_forward(spec.bn), spec,
-                                            self.jit_compile)
+                                            self.jit_compile, rescale)
     return self._attacks[spec]
 
   def attack_forward(self, bn="frozen"):
@@ -103,6 +136,50 @@ class AdversarialTrainer(keras.Model):
     # replica layouts draw the same random starts.
     return pgd.stateless_seed(self.seed, step, spec.name)
 
+  def make_train_function(self, force=False):
+    """Keras's step function; two of them for a method with a phase without
+    extra passes (`Method.extra_passes_epoch`, e.g. LRAT's burn-in).
+
+    One traced step without the extra attacks and forwards serves the epochs
+    before the method's start, the ordinary one after: a tf.cond inside one
+    step would also skip them, but it changes the graph of the steps that do
+    run them (the gradient summation order: ~1e-9 differences after a few
+    steps), where two functions keep those steps bit-identical.
+    """
+    start = self.method.extra_passes_epoch()
+    if start <= 0 or (self.train_function is not None and not force):
+      return super().make_train_function(force)
+    functions = {}
+    for extras in (False, True):
+      super().make_train_function(force=True)
+      functions[extras] = self.train_function
+    self._extras = False
+
+    def train_function(iterator):
+      if not self._extras:  # once on, on for good: epochs only grow
+        step = int(self.optimizer.iterations.numpy())
+        self._extras = step // self.steps_per_epoch >= start
+      # (The flag is also what a first call traces train_step with.)
+      return functions[self._extras](iterator)
+
+    self.train_function = train_function
+    return train_function
+
+  def _skipped_attack(self, images):
+    """What a skipped attack returns: the clean batch and zero statistics."""
+    batch = tf.shape(images)[0]
+    zeros = tf.zeros([batch], tf.int32)
+    classes = self.network.outputs[0].shape[-1]
+    return images, {"correct_count": zeros, "kappa_first": zeros,
+                    "logits": tf.zeros([batch, classes]),
+                    "loss": tf.zeros([batch]), "epsilon": tf.zeros([batch])}
+
+  def _skipped_outputs(self, images):
+    """Zero (logits, features) of a skipped training forward."""
+    batch = tf.shape(images)[0]
+    return tuple(tf.zeros([batch, *out.shape[1:]])
+                 for out in self.network.outputs[:2])
+
   def train_step(self, data):
     images = tf.cast(data["image"], tf.float32)
     labels = tf.cast(data["label"], tf.int32)
@@ -120,30 +197,42 @@ class AdversarialTrainer(keras.Model):
         epoch=tf.cast(step // self.steps_per_epoch, tf.int32), step=step,
         global_batch_size=global_batch, attack=run_attack,
         primary_attack=self.train_attack.name,
-        forward=self.attack_forward())
+        forward=self.attack_forward(), attack_forward=self.attack_forward)
 
-    # 1-2. Per-example budget, then every training attack (BN frozen).
+    # 1-2. Per-example budget, then every training attack (BN frozen). In a
+    # step traced without the extra passes (`make_train_function`: LRAT's
+    # burn-in) the method's extra attacks do not run: zeros stand in.
     budget = self.method.attack_budget(ctx)
     epsilon, step_size = budget if budget is not None else (None, None)
     variants = {}
     for spec in (self.train_attack, *self.method.extra_attacks):
-      variants[spec.name] = run_attack(spec, images, labels, epsilon, step_size)
+      if spec is self.train_attack or self._extras:
+        variants[spec.name] = run_attack(spec, images, labels, epsilon,
+                                         step_size)
+      else:
+        variants[spec.name] = self._skipped_attack(images)
     ctx.attack_stats = {name: stats for name, (_, stats) in variants.items()}
     ctx.adversarial_inputs = {name: x for name, (x, _) in variants.items()}
 
     with tf.GradientTape() as tape:
       # 3. Training-mode forward passes, one per input (BN sees each batch
       # alone, as in the official codes).
+      zeros = self._skipped_outputs(images)
+      natural = self.objective.needs_natural or (
+          self.method.needs_natural and self._extras)
       if self.objective.needs_natural or self.method.needs_natural:
-        ctx.natural_logits, ctx.features["natural"] = self.network(
-            images, training=True)
+        ctx.natural_logits, ctx.features["natural"] = (
+            _float32(self.network(images, training=True)) if natural
+            else zeros)
       for name, (x_adv, _) in variants.items():
-        ctx.adversarial_logits[name], ctx.features[name] = self.network(
-            x_adv, training=True)
+        ctx.adversarial_logits[name], ctx.features[name] = (
+            _float32(self.network(x_adv, training=True))
+            if name == self.train_attack.name or self._extras else zeros)
       # 4. Per-example terms, the method's weights, the weighted loss.
       ctx.terms = dict(self.objective.terms(
           labels, ctx.natural_logits,
           ctx.adversarial_logits[self.train_attack.name]))
+      computed = set(ctx.terms)  # the objective's: always real
       ctx.terms.update(self.method.extra_terms(ctx))
       weights = {k: tf.stop_gradient(tf.cast(w, tf.float32))
                  for k, w in self.method.weights(ctx).items()}
@@ -151,38 +240,44 @@ class AdversarialTrainer(keras.Model):
           self.coefficients.get(k, 1.0) * weights.get(k, 1.0) * term
           for k, term in ctx.terms.items()])
       loss = tf.reduce_sum(per_example) / global_batch
+      # Under mixed_float16 the LossScaleOptimizer's scale (else None).
+      scale = precision.loss_scale(self.optimizer)
+      scaled_loss = loss if scale is None else self.optimizer.scale_loss(loss)
 
-    # 5. Update.
+    # 5. Update. Weight decay joins the gradients at the same scale: the
+    # optimizer unscales them all (and skips the step if any is not finite).
     variables = self.network.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(scaled_loss, variables)
     if self.weight_decay:
-      grads = [g + (self.weight_decay / replicas) * v
-               for g, v in zip(grads, variables)]
+      decay = self.weight_decay / replicas
+      if scale is not None:
+        decay = decay * tf.convert_to_tensor(scale)
+      grads = [g + decay * v for g, v in zip(grads, variables)]
     self.optimizer.apply(grads, variables)
 
-    # Logs (outside the tape and any nested tf.function).
-    if ctx.natural_logits is not None:
-      clean_logits = ctx.natural_logits
+    # Logs (outside the tape and any nested tf.function). Clean accuracy costs
+    # no pass: the natural forward when the loss has one, else the training
+    # attack's starting point (eval mode; the clean input itself when the
+    # attack has no random start, else x + the start's noise).
+    primary = ctx.attack_stats[self.train_attack.name]
+    if natural:
+      clean_accuracy = _accuracy(ctx.natural_logits, labels)
     else:
-      clean_logits = self.network(images, training=False)[0]
-    adv_logits = ctx.attack_stats[self.train_attack.name]["logits"]
+      clean_accuracy = tf.reduce_mean(
+          tf.cast(primary["kappa_first"] > 0, tf.float32))
+    adv_logits = primary["logits"]
     self.trackers["loss"].update_state(loss * replicas)
-    self.trackers["clean_accuracy"].update_state(_accuracy(clean_logits, labels))
+    self.trackers["clean_accuracy"].update_state(clean_accuracy)
     self.trackers["adversarial_accuracy"].update_state(
         _accuracy(adv_logits, labels))
-    for term in self.term_names:
-      value = ctx.terms.get(term)
-      if value is None:
-        continue
-      w = tf.broadcast_to(weights.get(term, 1.0), tf.shape(value))
-      self.trackers[f"term/{term}"].update_state(tf.reduce_mean(value))
-      self.trackers[f"weight/{term}/mean"].update_state(tf.reduce_mean(w))
-      self.trackers[f"weight/{term}/max"].update_state(tf.reduce_max(w))
-      self.trackers[f"weight/{term}/min"].update_state(tf.reduce_min(w))
-      self.last_weights[term].update(ids, w)
+    # Without the extra passes, the method's terms are on stand-in zeros:
+    # not recorded (their weights, 0, are).
+    self.record.update_state(
+        {k: v for k, v in ctx.terms.items() if self._extras or k in computed},
+        weights)
     for name, value in self.method.metrics(ctx, weights).items():
       self.trackers[f"method/{name}"].update_state(value)
-    logs = {n: m.result() for n, m in self.trackers.items()}
+    logs = {n: m.result() for n, m in self.step_trackers.items()}
     if _multi_worker(tf.distribute.get_strategy()):
       # Keras 3.15 averages multi-worker logs with reduce(MEAN, axis=0):
       # give the scalars that axis.
@@ -199,6 +294,12 @@ class AdversarialTrainer(keras.Model):
 def _multi_worker(strategy):
   return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
           and strategy.extended._in_multi_worker_mode())  # noqa: SLF001
+
+
+def _float32(outputs):
+  """(logits, features) in float32 whatever the network's compute dtype."""
+  logits, features = outputs
+  return tf.cast(logits, tf.float32), tf.cast(features, tf.float32)
 
 
 def _accuracy(logits, labels):

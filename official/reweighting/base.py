@@ -64,6 +64,9 @@ class StepContext:
   # frozen-BN forward images -> logits the attacks use (DONE's implicit term).
   adversarial_inputs: dict = dataclasses.field(default_factory=dict)
   forward: Optional[Callable] = None
+  # bn mode ("frozen" | "batch", AttackSpec.bn) -> images -> logits, the
+  # forward an attack with that BN mode uses (IAAT's clean check).
+  attack_forward: Optional[Callable] = None
 
 
 class Method:
@@ -88,6 +91,14 @@ class Method:
   def attack_budget(self, ctx):
     del ctx
     return None
+
+  def extra_passes_epoch(self):
+    """The first epoch (0-based) whose steps need the extra attacks, their
+    training forwards and a natural forward only the method uses; 0: every
+    step. Before it every weight on their terms must be 0 (LRAT's burn-in):
+    the trainer then runs a step without them (zeros stand in for their
+    logits, features and attack statistics)."""
+    return 0
 
   def extra_terms(self, ctx):
     del ctx

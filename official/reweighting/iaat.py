@@ -110,10 +110,9 @@ class IAAT(base.Method):
         pgd.AttackSpec(name, "ce", self.eps_max, step, self.steps, "uniform",
                        bn=bn)
         for name in ("iaat_search_at_eps", "iaat_search_above_eps"))
-    # f(x) through the step's attack helper (same BN mode as the search): a
-    # one-step attack with a zero radius returns x itself and its logits.
-    self.clean_spec = pgd.AttackSpec("iaat_clean", "ce", self.eps_max, step, 1,
-                                     "none", bn=bn)
+    # f(x) for the clean check: a plain forward with the search's BN mode
+    # (not an attack: no backward pass).
+    self.clean_bn = bn
 
   def build_state(self):
     self.memory = base.PerExampleMemory("iaat_eps", self.data.num_ids, 0.0)
@@ -121,9 +120,8 @@ class IAAT(base.Method):
 
   def attack_budget(self, ctx):
     eps = self.memory.gather(ctx.ids)
-    _, clean = ctx.attack(self.clean_spec, ctx.images, ctx.labels,
-                          epsilon=tf.zeros_like(eps))
-    clean_correct = _correct(clean["logits"], ctx.labels)
+    clean_logits = ctx.attack_forward(self.clean_bn)(ctx.images)
+    clean_correct = _correct(tf.cast(clean_logits, tf.float32), ctx.labels)
 
     def search():
       robust = []

@@ -55,7 +55,13 @@ The CW attack starts from the objective's start (TRADES: x + 0.001·N(0, 1)),
 as GAIR-RST's `pgd_generate(category="trades")`.
 
 Cost: every variant is one more PGD-K and one more training-mode forward per
-step, during the burn-in too (the trainer runs the extra attacks always).
+step, and the local form adds the natural forward. During the burn-in, where
+all of those have weight 0, the trainer skips them (`extra_passes_on`): a
+burn-in step costs what a plain AT (or TRADES) step costs, and every step is
+bit-identical to running them all along (tests/reweighting/test_lrat.py). With batch-norm networks the skipped training forwards no
+longer feed the moving averages during the burn-in, as in plain AT. The κ
+memory keeps each example's last measured κ; `kappa_mean_<variant>` logs 0
+while the variant does not run.
 """
 import numpy as np
 import tensorflow as tf
@@ -167,6 +173,10 @@ class LRAT(base.Method):
   def _on(self, ctx):
     return ctx.epoch >= self.burn_in
 
+  def extra_passes_epoch(self):
+    # Burn-in: weight 0 on the variants and the natural term (plain AT).
+    return self.burn_in
+
   def extra_terms(self, ctx):
     names, _ = self._attacks(ctx)
     variant_logits = [ctx.adversarial_logits[n] for n in names[1:]]
@@ -203,13 +213,18 @@ class LRAT(base.Method):
 
   def metrics(self, ctx, weights):
     kappas = self._kappas(ctx)
+    on = self._on(ctx)
+    if self.burn_in > 0:  # skipped variants: keep the last measured κ
+      last = self.kappa.gather(ctx.ids)
+      kappas = kappas[:1] + [tf.where(on, k, last[:, a])
+                             for a, k in enumerate(kappas[1:], start=1)]
     self.kappa.update(ctx.ids, tf.stack(kappas, -1))
     n = float(ctx.global_batch_size)
     mean = lambda v: base.global_sum(tf.reduce_sum(v)) / n  # noqa: E731
     out = {"kappa_mean": mean(kappas[0]),
-           "reweighting_on": tf.cast(self._on(ctx), tf.float32)}
+           "reweighting_on": tf.cast(on, tf.float32)}
     for v, k in zip(self.variants, kappas[1:]):
-      out[f"kappa_mean_{v}"] = mean(k)
+      out[f"kappa_mean_{v}"] = tf.where(on, mean(tf.where(on, k, 0.0)), 0.0)
     if self.form == "pair_trades":
       out["pgd_weight_mean"] = mean(weights["kl"])
       return out

@@ -135,3 +135,40 @@ def test_batch_statistics_attack_forward_writes_no_bn_state(tmp_path):
   with pytest.raises(ValueError, match=r"attack 'probe': unknown bn 'train'; "
                      r"valid: frozen, batch"):
     pgd.AttackSpec("probe", bn="train")
+
+
+class _PerStepStatistics(_SoftmaxOfLosses):
+  """The per-step accumulation the epoch record replaced, as method metrics:
+  each replica's batch mean / max / min, averaged by Keras Mean trackers."""
+  name = "test_per_step"
+  metric_names = ("term", "mean", "max", "min")
+
+  def metrics(self, ctx, weights):
+    w = weights["adv"]
+    return {"term": tf.reduce_mean(ctx.terms["adv"]),
+            "mean": tf.reduce_mean(w), "max": tf.reduce_max(w),
+            "min": tf.reduce_min(w)}
+
+
+def test_once_per_epoch_statistics_equal_the_per_step_accumulation(
+    tmp_path, monkeypatch):
+  monkeypatch.setitem(registry.METHODS, "test_per_step", _PerStepStatistics)
+  config = helpers.tiny_config(distribute="mirrored",
+                               **{"reweighting.name": "test_per_step"})
+  run = experiment.prepare(config, str(tmp_path))
+  history = run.trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=4,
+                            verbose=0)
+  trackers = run.trainer.trackers
+  for stat, name in (("term", "term/adv"), ("mean", "weight/adv/mean"),
+                     ("max", "weight/adv/max"), ("min", "weight/adv/min")):
+    per_step = float(trackers[f"method/{stat}"].result())
+    np.testing.assert_allclose(float(trackers[name].result()), per_step,
+                               rtol=1e-6)
+    # The epoch's logs (Progress line, TensorBoard) carry the same value.
+    np.testing.assert_allclose(history.history[name][-1], per_step, rtol=1e-6)
+  assert float(trackers["weight/adv/max"].result()) > 1.0  # not uniform
+  # The histogram: every weight of the epoch, i.e. the 4 x 32 examples'.
+  memory = run.trainer.method.memory.numpy()
+  np.testing.assert_allclose(
+      np.sort(run.trainer.record.weights_of_epoch()["adv"]),
+      np.sort(memory[memory > 0]), rtol=1e-6)

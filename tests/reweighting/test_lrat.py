@@ -192,3 +192,42 @@ def test_two_replicas_equal_one_device_and_resume(tmp_path):
       str(tmp_path / "default"))
   assert again.initial_epoch == 1
   np.testing.assert_array_equal(again.trainer.method.kappa.numpy(), k1)
+
+
+def test_burn_in_skips_the_variant_passes_and_changes_no_number(
+    tmp_path, monkeypatch):
+  """The skipped burn-in passes (CW attack, its forward, the natural forward)
+  had weight 0: skipping them leaves every weight bit-identical, through the
+  burn-in and after it."""
+  fast = _train(tmp_path / "skip", "default")
+  # The CW attack never ran in the burn-in: ids seen only then have no κ.
+  kappa = fast.trainer.method.kappa.numpy()
+  assert np.isnan(kappa[:, 1]).sum() > np.isnan(kappa[:, 0]).sum()
+  # Its term is logged over the steps that computed it, not the stand-ins'
+  # log(10) of zero logits.
+  rows = fast.trainer.record.rows()
+  cw = fast.trainer.record.terms.index("adv_cw")
+  assert np.isnan(rows[:2, :, cw, 0]).all() and np.isfinite(rows[2:, :, cw, 0]).all()
+  np.testing.assert_allclose(
+      float(fast.trainer.trackers["term/adv_cw"].result()),
+      rows[2:, :, cw, 0].mean(1).mean(), rtol=1e-6)
+  monkeypatch.setattr(lrat.LRAT, "extra_passes_epoch", lambda self: 0)
+  every = _train(tmp_path / "all", "default")
+  for a, b in zip(fast.trainer.network.weights, every.trainer.network.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  for name in ("loss", "weight/nat/mean", "weight/adv_cw/mean",
+               "method/natural_weight_fraction"):
+    np.testing.assert_array_equal(fast.trainer.trackers[name].result(),
+                                  every.trainer.trackers[name].result())
+
+
+def test_burn_in_skip_on_a_batchnorm_model_under_two_replicas(tmp_path):
+  """tf.cond around BN training forwards works under MirroredStrategy."""
+  import ml_collections
+  config = helpers.tiny_config("lrat", "digits", distribute="mirrored",
+                               **{"reweighting.burn_in_epochs": 1})
+  config.model = ml_collections.ConfigDict(
+      {"name": "wide_resnet", "depth": 10, "width": 1})
+  run = helpers.fit_steps(config, tmp_path, 3, steps_per_epoch=2)
+  t = {k: float(v.result()) for k, v in run.trainer.trackers.items()}
+  assert np.isfinite(t["loss"]) and 0.0 < t["weight/nat/mean"] < 0.5
