@@ -1,7 +1,6 @@
 """Examples/s of Square and FAB-T (XLA on / off) beside ART's SquareAttack.
 
-A measurement script for docs/pending/fabsquare.md (the lead may fold it into
-tools/benchmark). A tiny CNN is trained naturally for a few epochs on the
+The measurement behind the README's ART cross-check table. A tiny CNN is trained naturally for a few epochs on the
 mnist10k train split; the first N test images are attacked at one eps by
   ours: official.attacks.square.square and official.attacks.fab.fab_t,
         each with jit_compile False and True (the first call of each
@@ -11,7 +10,7 @@ mnist10k train split; the first N test images are attacked at one eps by
         Keras model.
 Robust accuracy = fraction of the N images still classified correctly.
 
-  python docs/pending/fabsquare_bench.py --n=200 --eps=0.1 --queries=5000
+  python docs/measurements/fabsquare_bench.py --n=200 --eps=0.1 --queries=5000
 """
 import argparse
 import time

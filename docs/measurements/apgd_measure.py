@@ -1,6 +1,5 @@
-"""Speed and cross-check of APGD-CE / autoattack-fast against ART (a one-off
-measurement for docs/pending/apgd.md; the lead may fold it into
-tools/benchmark).
+"""Speed and cross-check of APGD-CE / autoattack-fast against ART (the
+measurement behind the README's ART cross-check table).
 
 A tiny CNN is trained with FGSM + random start (Wong et al. 2020) on
 mnist10k for a few epochs, then the first N test images are attacked at
@@ -8,7 +7,7 @@ eps 0.1 by: ours (XLA off / on; a warm-up run first, then a timed run with
 another seed), and ART's AutoProjectedGradientDescent (CE, 100 iterations,
 1 restart, eps_step = 2 eps as the reference's initial step).
 
-  PYTHONPATH=. python docs/pending/apgd_measure.py --n=300
+  PYTHONPATH=. python docs/measurements/apgd_measure.py --n=300
 """
 import argparse
 import time
