@@ -35,6 +35,9 @@ def test_config_loads_and_validates(path, preset):
     assert c.data.name == "npz" and c.data.path.endswith("mnist10k.npz")
     assert c.attack.epsilon == pytest.approx(0.1)
     assert c.epochs == 10 and c.batch_size == 128
+    # Every protocol run checks PGD-20 against AutoAttack's quick pair.
+    assert "autoattack-fast" in c.eval.attacks and "pgd20" in c.eval.attacks
+    assert c.eval.autoattack_max_examples == 500
   if preset is None:  # the papers' CIFAR settings
     assert c.attack.epsilon == pytest.approx(8 / 255)
 
