@@ -13,13 +13,11 @@ fit (checkpoint every epoch, resume from the last) -> evaluation -> export.
 Everything that can be wrong with the input is checked in `prepare()`, before
 anything is written, so a bad flag leaves an existing workdir untouched.
 """
-import contextlib
 import hashlib
 import importlib.util
 import os
 import re
 import sys
-import tempfile
 
 from absl import app
 from absl import flags
@@ -29,6 +27,8 @@ from ml_collections import config_flags
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:  # config files import `configs.common`
   sys.path.insert(0, _REPO_ROOT)
+
+from official.common import console  # noqa: E402  (absl only: no TensorFlow)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/lrat.py[:preset,...].",
@@ -80,7 +80,7 @@ def main(argv):
       flags.FLAGS["config"].serialize().partition("=")[2],
       config_overrides(sys.argv))
   print(f"Workdir: {workdir}", flush=True)
-  with _muted_stderr(_QUIET):  # heavy imports after flag parsing
+  with console.muted_stderr(_QUIET):  # heavy imports after flag parsing
     from official.core import callbacks
     from official.core import experiment
   try:  # config_flags loads the file lazily: a missing one fails here
@@ -147,42 +147,6 @@ def _fail(message, code=2):
 _QUIET = []
 
 
-@contextlib.contextmanager
-def _muted_stderr(quiet):
-  """Drops what TF's C++ side prints while it loads (`oneDNN custom
-  operations`, `Could not find cuda drivers`: printed before its log level is
-  read). Replayed if the import fails."""
-  if not quiet:
-    yield
-    return
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as captured:
-    os.dup2(captured.fileno(), 2)
-    try:
-      yield
-    except BaseException:
-      os.dup2(saved, 2)
-      captured.seek(0)
-      sys.stderr.write(captured.read().decode(errors="replace"))
-      raise
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-
-
-def quiet_logs(argv):
-  """absl INFO (TF's `Sharding callback duration`, ...) and TF's C++ lines
-  (`E0000 ... CUDA error` on a CPU machine) look like failures: off unless
-  --verbosity is given (0 = INFO, 1+ = debug). Must run before TF is imported.
-  """
-  if any(a.startswith(("--verbosity", "-v=", "--v=")) or a == "-v" for a in argv):
-    return False
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  logging.set_verbosity(logging.WARNING)
-  return True
-
-
 def run_main():
   # One-line errors for bad flags too (unknown --config.key, bad preset,
   # missing config file), instead of absl's traceback.
@@ -203,7 +167,7 @@ def run_main():
     _fail(f"{config_file(sys.argv)}: get_config raised {type(e).__name__}: "
           f"{one_line(e)}")
   flags.FLAGS.mark_as_parsed()
-  if quiet_logs(sys.argv):
+  if console.quiet_logs(sys.argv):
     _QUIET.append(True)
   else:
     logging.set_verbosity(flags.FLAGS.verbosity)

@@ -36,6 +36,7 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 from configs import common  # noqa: E402  (no TensorFlow: fails fast)
+from official.common import console  # noqa: E402  (absl only)
 
 # Step of a .npz data set's attacks, as a fraction of epsilon: the protocol's
 # PGD-20 / CW step 0.01 at epsilon 0.1 (shared/specs/protocol.md).
@@ -392,6 +393,8 @@ def main(argv):
     print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
     sys.exit(2)
   f = flags.FLAGS
+  with console.muted_stderr(console.quiet_logs(sys.argv)):
+    import tensorflow as tf  # noqa: F401  (loads here, its start-up noise muted)
   try:
     if not f.export or not f.data:
       raise ValueError("--export=DIR and --data=PRESET_OR_NPZ are required")

@@ -23,7 +23,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "SavedModel directory.")
 
 def main(argv):
   del argv
-  from official.core import export as export_lib
+  from official.common import console
+  with console.muted_stderr(console.quiet_logs(sys.argv)):
+    from official.core import export as export_lib
   try:
     path, number = export_lib.export_checkpoint(_WORKDIR.value, _EPOCH.value,
                                                 _OUTPUT.value)
