@@ -12,6 +12,7 @@ its summaries add "clean_accuracy" (on those examples) and, for ensembles,
 "members": {member: robust accuracy after it, cumulative, reference order}.
 """
 import dataclasses
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -151,23 +152,9 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
               if isinstance(s, AutoAttackSpec)}
   aa_names = list(aa_specs)
   specs = {n: s for n, s in all_specs.items() if n not in aa_specs}
-  attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile)
-             for name, spec in specs.items() if spec is not None}
   seed_base = int(seed) + 7919  # eval noise independent of the training draws
+  call = _batch_function(logits_fn, specs, seed_base, jit_compile, strategy)
 
-  def batch_correct(images, labels, index):
-    out = {}
-    for name in specs:
-      x = images
-      if name in attacks:
-        # (seed, batch, attack name): independent of the other attacks.
-        x, _ = attacks[name](images, labels,
-                             pgd.stateless_seed(seed_base, index, name))
-      out[name] = tf.equal(
-          tf.argmax(logits_fn(x), -1, output_type=tf.int32), labels)
-    return out
-
-  call = autoattack.replicated(batch_correct, strategy, function=True)
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
   limit = _limit(eval_cfg.get("max_examples", 0))
   aa_limit = _limit(eval_cfg.get("autoattack_max_examples", 0)) or limit
@@ -221,6 +208,41 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
         seed=seed_base, batch_size=size, jit_compile=jit_compile,
         strategy=strategy, verbose=verbose))
   return {name: results[name] for name in eval_cfg.attacks}
+
+
+# logits_fn -> {(specs, seed, xla, strategy): the traced per-batch function}.
+# Evaluating the same model again (tools.evaluate calls evaluate once per
+# batch; a benchmark repeats it) reuses the trace instead of retracing (and,
+# with XLA, recompiling) every attack. Weak keys: a dropped model is freed.
+_BATCH_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _batch_function(logits_fn, specs, seed_base, jit_compile, strategy):
+  """call((images, labels), (index,)) -> {name: correct [B]} for `specs`."""
+  key = (tuple(specs.items()), seed_base, bool(jit_compile), id(strategy))
+  try:
+    cache = _BATCH_FUNCTIONS.setdefault(logits_fn, {})
+  except TypeError:  # not weak-referenceable: no cache
+    cache = {}
+  if key in cache:
+    return cache[key]
+  attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile)
+             for name, spec in specs.items() if spec is not None}
+
+  def batch_correct(images, labels, index):
+    out = {}
+    for name in specs:
+      x = images
+      if name in attacks:
+        # (seed, batch, attack name): independent of the other attacks.
+        x, _ = attacks[name](images, labels,
+                             pgd.stateless_seed(seed_base, index, name))
+      out[name] = tf.equal(
+          tf.argmax(logits_fn(x), -1, output_type=tf.int32), labels)
+    return out
+
+  cache[key] = autoattack.replicated(batch_correct, strategy, function=True)
+  return cache[key]
 
 
 def _num_batches(dataset):

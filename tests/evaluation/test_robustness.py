@@ -140,3 +140,25 @@ def test_unknown_or_unregistered_autoattack_names(monkeypatch):
   with pytest.raises(ValueError, match="unknown eval attack 'aa' in "
                      "eval.attacks; valid: .*autoattack-fast"):
     robustness.attack_specs(_aa_cfg(("aa",)))
+
+
+def test_evaluating_a_model_again_reuses_its_trace():
+  """A second evaluate() of the same model and attacks reuses the traced
+  per-batch function (tools.evaluate calls it once per batch), with the same
+  numbers; another seed gets its own."""
+  model, data = _ten_class_data()
+  forward = lambda x: model(x)  # noqa: E731
+  cfg = _aa_cfg(("natural", "pgd20"))
+  first = robustness.evaluate(forward, data, cfg, 10, seed=0, verbose=0)
+  cached = robustness._BATCH_FUNCTIONS[forward]
+  assert len(cached) == 1
+  call = next(iter(cached.values()))
+  again = robustness.evaluate(forward, data, cfg, 10, seed=0, verbose=0)
+  assert next(iter(cached.values())) is call
+  for name in cfg.attacks:  # per_class holds NaN for absent classes
+    np.testing.assert_array_equal(again[name]["per_class"],
+                                  first[name]["per_class"])
+  assert first["pgd20"]["accuracy"] < first["natural"]["accuracy"]
+  other = robustness.evaluate(forward, data, cfg, 10, seed=1, verbose=0)
+  assert len(cached) == 2
+  assert other["natural"]["accuracy"] == first["natural"]["accuracy"]
