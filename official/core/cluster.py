@@ -193,7 +193,9 @@ if os.getppid() == int(sys.argv[3]):
 
 
 def is_multi_worker(strategy):
-  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+  """A MultiWorkerMirroredStrategy over a real cluster (not its local mode)."""
+  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+          and strategy.extended._in_multi_worker_mode())  # noqa: SLF001
 
 
 def train_dataset(strategy, data, start_epoch, end_epoch):

@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 
 from official.attacks import pgd
+from official.core import cluster
 from official.core import precision
 from official.core import records
 from official.reweighting import base
@@ -278,7 +279,7 @@ class AdversarialTrainer(keras.Model):
     for name, value in self.method.metrics(ctx, weights).items():
       self.trackers[f"method/{name}"].update_state(value)
     logs = {n: m.result() for n, m in self.step_trackers.items()}
-    if _multi_worker(tf.distribute.get_strategy()):
+    if cluster.is_multi_worker(tf.distribute.get_strategy()):
       # Keras 3.15 averages multi-worker logs with reduce(MEAN, axis=0):
       # give the scalars that axis.
       logs = {n: v[None] for n, v in logs.items()}
@@ -289,11 +290,6 @@ class AdversarialTrainer(keras.Model):
     acc = _accuracy(logits, tf.cast(data["label"], tf.int32))
     self.trackers["clean_accuracy"].update_state(acc)
     return {"clean_accuracy": self.trackers["clean_accuracy"].result()}
-
-
-def _multi_worker(strategy):
-  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-          and strategy.extended._in_multi_worker_mode())  # noqa: SLF001
 
 
 def _float32(outputs):
