@@ -6,7 +6,8 @@ counting; here wide_resnet depth 34, the same 5 blocks per group), 110 epochs,
 lr 0.1 x0.2 at 70/90/100, wd 5e-4, batch 256, PGD-10 at eps_max = 8/255 with
 step max(2 eps_i / 10, 2/255), warm-up 10 epochs, gamma 1.9/255, ema 0.1.
 Presets: digits and mnist10k (warm-up 5 epochs, gamma 0.024 ~ 0.1 x 1.9/8, as
-shared specs/protocol.md; min_step = the training step 0.02).
+shared specs/protocol.md; min_step = the training step 0.02); mnist10k_hard
+(gamma 0.071 = 0.3 x 1.9/8 for its eps 0.3).
 gamma does not follow --config.attack.epsilon: set both.
 
 eval.reports = ("eps_curve",): clean and PGD-20 accuracy over test radii
@@ -21,6 +22,12 @@ from configs import common
 def _small_scale(c):
   c.reweighting.warmup_epochs = 5
   c.reweighting.gamma = 0.024
+
+
+def hard(c):
+  """mnist10k_hard (eps 0.3): gamma scaled with eps as under mnist10k."""
+  _small_scale(c)
+  c.reweighting.gamma = 0.3 * 1.9 / 8
 
 
 def digits(c):
@@ -53,4 +60,5 @@ def get_config(arg=None):
   })
   c.eval.reports = ("eps_curve",)
   return common.apply_presets(c, arg, {"digits": digits,
-                                       "mnist10k": _small_scale})
+                                       "mnist10k": _small_scale,
+                                       "mnist10k_hard": hard})

@@ -180,7 +180,9 @@ def prepare(config, workdir, allow_changes=()):
           train_attack=attack, method=method,
           steps_per_epoch=data.steps_per_epoch,
           weight_decay=float(config.optimizer.weight_decay),
-          seed=int(config.seed), jit_compile=use_xla(config.xla))
+          seed=int(config.seed), jit_compile=use_xla(config.xla),
+          epsilon_warmup_epochs=int(
+              config.attack.get("epsilon_warmup_epochs", 0)))
       optimizer = keras.optimizers.SGD(
           learning_rate=learning_rate(config.optimizer, data.steps_per_epoch),
           momentum=float(config.optimizer.momentum),

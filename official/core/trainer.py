@@ -46,7 +46,8 @@ class AdversarialTrainer(keras.Model):
   """Wraps a network with outputs [logits, features] for adversarial training."""
 
   def __init__(self, network, *, objective, coefficients, train_attack, method,
-               steps_per_epoch, weight_decay, seed, jit_compile):
+               steps_per_epoch, weight_decay, seed, jit_compile,
+               epsilon_warmup_epochs=0):
     super().__init__()
     self.network = network
     self.objective = objective
@@ -57,6 +58,8 @@ class AdversarialTrainer(keras.Model):
     self.weight_decay = float(weight_decay)
     self.seed = int(seed)
     self.jit_compile = bool(jit_compile)
+    # Linear epsilon ramp over the first epochs (attack.epsilon_warmup_epochs).
+    self.epsilon_warmup_steps = int(epsilon_warmup_epochs) * self.steps_per_epoch
     self._attacks = {}
     self._extras = True  # trace train_step with the method's extra passes
     # Tracked outside Keras (raw tf.Variables): saved by the checkpoint callback.
@@ -181,6 +184,18 @@ class AdversarialTrainer(keras.Model):
     return tuple(tf.zeros([batch, *out.shape[1:]])
                  for out in self.network.outputs[:2])
 
+  def _epsilon_ramp(self, step):
+    """min(1, (step + 1) / warm-up steps), or None without a warm-up.
+
+    The ε warm-up that lets narrow networks start at a large ε (the usual
+    MNIST recipe): the attack's radius and step are scaled by the ramp, so a
+    method's own per-example budget (IAAT) is scaled too.
+    """
+    if not self.epsilon_warmup_steps:
+      return None
+    return tf.minimum(1.0, tf.cast(step + 1, tf.float32)
+                      / float(self.epsilon_warmup_steps))
+
   def train_step(self, data):
     images = tf.cast(data["image"], tf.float32)
     labels = tf.cast(data["label"], tf.int32)
@@ -205,11 +220,15 @@ class AdversarialTrainer(keras.Model):
     # burn-in) the method's extra attacks do not run: zeros stand in.
     budget = self.method.attack_budget(ctx)
     epsilon, step_size = budget if budget is not None else (None, None)
+    ramp = self._epsilon_ramp(step)
     variants = {}
     for spec in (self.train_attack, *self.method.extra_attacks):
       if spec is self.train_attack or self._extras:
-        variants[spec.name] = run_attack(spec, images, labels, epsilon,
-                                         step_size)
+        eps, alpha = epsilon, step_size
+        if ramp is not None:  # radius and step shrink together
+          eps = ramp * (spec.epsilon if eps is None else eps)
+          alpha = ramp * (spec.step_size if alpha is None else alpha)
+        variants[spec.name] = run_attack(spec, images, labels, eps, alpha)
       else:
         variants[spec.name] = self._skipped_attack(images)
     ctx.attack_stats = {name: stats for name, (_, stats) in variants.items()}

@@ -70,3 +70,54 @@ def test_long_tailed_runs_report_head_and_tail_groups_for_any_method():
   assert "groups" not in experiment.resolve(c).eval.reports
   c.data.imbalance.profile = "exp"   # --config.data.imbalance.profile=exp
   assert "groups" in experiment.resolve(c).eval.reports
+
+
+@pytest.mark.parametrize("method", ["at", "gairat", "iaat", "done", "srat"])
+def test_the_capacity_limited_preset_resolves_for_every_method(method):
+  c = load(os.path.join(REPO, "configs", f"{method}.py"), "mnist10k_hard")
+  experiment.validate(c)
+  # mnist10k's data, schedule and evaluation ...
+  easy = load(os.path.join(REPO, "configs", f"{method}.py"), "mnist10k")
+  for key in ("data.path", "epochs", "batch_size", "optimizer.learning_rate",
+              "eval.attacks", "eval.reports", "eval.autoattack_max_examples"):
+    node_hard, node_easy = c, easy
+    for part in key.split("."):
+      node_hard, node_easy = node_hard[part], node_easy[part]
+    assert node_hard == node_easy, key
+  # ... with the narrow network at eps 0.3, ramped over the first 5 epochs.
+  assert tuple(c.model.filters) == (8, 8, 16, 16)
+  assert tuple(c.model.dense_units) == (100, 100)
+  assert c.attack.epsilon == pytest.approx(0.3)
+  assert c.attack.step_size == pytest.approx(0.06)
+  assert c.eval.pgd_step_size == pytest.approx(0.03)
+  assert c.attack.epsilon_warmup_epochs == 5
+  # The methods' mnist10k presets (burn-in, warm-up) apply to the variant.
+  if method in ("gairat", "done"):
+    assert c.reweighting.burn_in_epochs == 5
+  if method == "iaat":
+    assert c.reweighting.warmup_epochs == 5
+    assert c.reweighting.gamma == pytest.approx(0.3 * 1.9 / 8)
+  if method == "srat":  # its long-tailed version of the same data
+    assert c.data.imbalance.profile == "exp" and c.data.imbalance.n_max == 600
+
+
+def test_model_width_is_overridable_under_every_small_cnn_preset():
+  for preset in ("digits", "mnist10k", "mnist10k_hard", "mnist"):
+    c = load(os.path.join(REPO, "configs", "at.py"), preset)
+    c.model.filters = (4, 4, 8, 8)    # what --config.model.filters=... does
+    c.model.dense_units = (32, 32)
+    assert {"filters", "dense_units", "padding", "dropout"} <= set(c.model)
+
+
+def test_the_capacity_limited_preset_trains_a_few_steps(tmp_path):
+  import numpy as np
+  from tests.core import helpers
+  c = load(os.path.join(REPO, "configs", "at.py"), "mnist10k_hard")
+  c.batch_size = 32
+  c.attack.steps = 2
+  run = helpers.fit_steps(c, tmp_path / "hard", steps=4)
+  assert run.trainer.network.get_layer("conv1").filters == 8
+  assert run.trainer.network.get_layer("fc1").units == 100
+  head = run.trainer.network.get_layer("logits").kernel.numpy()
+  assert np.isfinite(head).all() and np.abs(head).max() > 0  # left its zero init
+  assert run.trainer.epsilon_warmup_steps == 5 * run.data.steps_per_epoch

@@ -172,3 +172,45 @@ def test_once_per_epoch_statistics_equal_the_per_step_accumulation(
   np.testing.assert_allclose(
       np.sort(run.trainer.record.weights_of_epoch()["adv"]),
       np.sort(memory[memory > 0]), rtol=1e-6)
+
+
+def test_epsilon_warmup_ramps_radius_and_step_of_every_training_attack(tmp_path):
+  # 4-step epochs, 1 warm-up epoch: eps_s = eps * min(1, (s + 1) / 4).
+  config = helpers.tiny_config("lrat", **{"attack.epsilon_warmup_epochs": 1,
+                                          "reweighting.burn_in_epochs": 0})
+  run = experiment.prepare(config, str(tmp_path / "warmup"))
+  trainer = run.trainer
+  trainer.steps_per_epoch = 4
+  trainer.epsilon_warmup_steps = 4
+  trainer.run_eagerly = True  # the attack wrapper below sees numbers
+  seen = []
+  attack_fn = trainer.attack_fn
+
+  def recording(spec):
+    attack = attack_fn(spec)
+
+    def wrapped(x, y, seed, epsilon, step_size):
+      x_adv, stats = attack(x, y, seed, epsilon, step_size)
+      seen.append((spec.name, float(np.max(epsilon)), float(np.max(step_size)),
+                   float(np.max(np.abs(x_adv.numpy() - x.numpy())))))
+      return x_adv, stats
+    return wrapped
+  trainer.attack_fn = recording
+  trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=6, verbose=0)
+  eps, alpha = config.attack.epsilon, config.attack.step_size
+  names = {name for name, *_ in seen}
+  assert len(names) == 2  # LRAT's CE and CW attacks are both ramped
+  for name in names:
+    rows = [r for r in seen if r[0] == name]
+    assert len(rows) == 6
+    ramp = np.minimum(1.0, np.arange(1, 7) / 4)
+    np.testing.assert_allclose([r[1] for r in rows], eps * ramp, rtol=1e-6)
+    np.testing.assert_allclose([r[2] for r in rows], alpha * ramp, rtol=1e-6)
+    assert all(r[3] <= r[1] + 1e-6 for r in rows)  # inside the ramped ball
+
+
+def test_no_warmup_leaves_the_attack_budget_to_the_spec(tmp_path):
+  config = helpers.tiny_config()
+  run = experiment.prepare(config, str(tmp_path / "plain"))
+  assert run.trainer.epsilon_warmup_steps == 0
+  assert run.trainer._epsilon_ramp(tf.constant(0, tf.int64)) is None
