@@ -85,7 +85,7 @@ def test_the_capacity_limited_preset_resolves_for_every_method(method):
       node_hard, node_easy = node_hard[part], node_easy[part]
     assert node_hard == node_easy, key
   # ... with the narrow network at eps 0.3, ramped over the first 5 epochs.
-  assert tuple(c.model.filters) == (8, 8, 16, 16)
+  assert tuple(c.model.filters) == (6, 6, 12, 12)
   assert tuple(c.model.dense_units) == (100, 100)
   assert c.attack.epsilon == pytest.approx(0.3)
   assert c.attack.step_size == pytest.approx(0.06)
@@ -116,7 +116,7 @@ def test_the_capacity_limited_preset_trains_a_few_steps(tmp_path):
   c.batch_size = 32
   c.attack.steps = 2
   run = helpers.fit_steps(c, tmp_path / "hard", steps=4)
-  assert run.trainer.network.get_layer("conv1").filters == 8
+  assert run.trainer.network.get_layer("conv1").filters == 6
   assert run.trainer.network.get_layer("fc1").units == 100
   head = run.trainer.network.get_layer("logits").kernel.numpy()
   assert np.isfinite(head).all() and np.abs(head).max() > 0  # left its zero init
