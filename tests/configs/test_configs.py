@@ -94,6 +94,8 @@ def test_the_capacity_limited_preset_resolves_for_every_method(method):
   # The methods' mnist10k presets (burn-in, warm-up) apply to the variant.
   if method in ("gairat", "done"):
     assert c.reweighting.burn_in_epochs == 5
+  if method == "done":  # its own variant preset: r by the accuracy rule
+    assert c.reweighting.r == pytest.approx(2.0)
   if method == "iaat":
     assert c.reweighting.warmup_epochs == 5
     assert c.reweighting.gamma == pytest.approx(0.3 * 1.9 / 8)
