@@ -7,7 +7,9 @@
    "attack": the attack's settings (epsilon, steps, step_size, restarts, ...)}.
 The attacks are looked up by name in EVAL_ATTACKS; a new one is one entry.
 The AutoAttack family (apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack,
-autoattack-fast) runs on the first eval.autoattack_max_examples examples;
+autoattack-fast) runs on the first eval.autoattack_max_examples examples
+(its summary's `same_images` holds the per-batch attacks' accuracy on those
+same examples, e.g. PGD-20 on the first 500);
 its summaries add "clean_accuracy" (on those examples) and, for ensembles,
 "members": {member: robust accuracy after it, cumulative, reference order}.
 """
@@ -207,6 +209,14 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
         np.concatenate(labels_aa)[:aa_limit], aa_specs, eval_cfg, num_classes,
         seed=seed_base, batch_size=size, jit_compile=jit_compile,
         strategy=strategy, verbose=verbose))
+    # The per-batch attacks' accuracy on the same (first) images: a
+    # PGD-20 − AutoAttack gap measured on one image set.
+    n_aa = len(np.concatenate(labels_aa)[:aa_limit])
+    same = {name: float(np.concatenate(correct[name])[:n_aa].mean())
+            for name in specs if sum(map(len, correct[name])) >= n_aa}
+    for name in aa_names:
+      if same:
+        results[name]["same_images"] = same
   return {name: results[name] for name in eval_cfg.attacks}
 
 

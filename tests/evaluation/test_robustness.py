@@ -109,6 +109,15 @@ def test_autoattack_names_share_the_summary_schema_and_their_bound(capsys):
   assert set(groups["unseen"]) == {"autoattack-fast"}
   # The batch loop's bar knows its 3 batches (40 examples by 16).
   assert "3/3" in capsys.readouterr().out
+  # PGD-20 and natural on the same first 24 images as the AutoAttack names:
+  # by hand from a PGD-20-only evaluation of those 24.
+  first = robustness.evaluate(lambda x: model(x), data.unbatch().take(24).batch(16),
+                              _aa_cfg(("natural", "pgd20")), 10, seed=0)
+  assert fast["same_images"]["natural"] == pytest.approx(21 / 24)
+  assert fast["same_images"]["pgd20"] == pytest.approx(
+      first["pgd20"]["accuracy"])
+  assert ce["same_images"] == fast["same_images"]
+  assert "same_images" not in results["pgd20"]
 
 
 def test_evaluation_under_two_replicas_equals_one_device():
