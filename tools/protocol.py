@@ -3,6 +3,7 @@ r"""Runs the small-scale protocol (shared/specs/protocol.md) and tabulates it.
   python -m tools.protocol --methods=at,gairat,mail,lrat --seeds=0,1,2
   python -m tools.protocol --methods=at,gairat --table_only      # just the table
   python -m tools.protocol --methods=at,iaat --table_only --eps_curve
+  python -m tools.protocol --methods=at,gairat --table_only --paired=at
 
 Each entry of --methods is `config[:presets]`; `--preset` (default `mnist10k`)
 is appended, so `mail:trades` runs `configs/mail.py:trades,mnist10k`. Runs go
@@ -13,7 +14,9 @@ seeds, in %; std is the sample std, n - 1; a single seed shows its value) is
 printed as markdown and written to `--root/table.md`. With `--eps_curve`, the
 runs' `eps_curve` reports (accuracy against test epsilon) are averaged the same
 way into `--root/eps_curve.md` and plotted, mean ± std band per entry, in
-`--root/eps_curve.png`.
+`--root/eps_curve.png`. With `--paired=ENTRY`, a second table holds the
+per-seed differences entry − ENTRY (same seed: a paired comparison), mean ±
+std, in `--root/paired.md` (`--paired_root` if the baseline runs elsewhere).
 
 AutoAttack columns come from report files of `tools.evaluate` beside a run's
 eval.json (same schema):
@@ -57,6 +60,11 @@ _EVALUATE = flags.DEFINE_list(
     "evaluate", [], "ATTACK:N entries: run tools.evaluate (natural, pgd20, "
     "ATTACK on the first N test images) on every finished run's export into "
     "RUN/ATTACK.json, unless it exists; the table then reads it.")
+_PAIRED = flags.DEFINE_string(
+    "paired", "", "Baseline entry (e.g. at): a second table of per-seed "
+    "differences entry − baseline (same seed), mean ± std: the paired view.")
+_PAIRED_ROOT = flags.DEFINE_string(
+    "paired_root", "", "Where the --paired baseline's runs are ('' = --root).")
 _COLUMNS = flags.DEFINE_list(
     "columns", ["natural", "fgsm", "pgd20", "cw", "pgd20.worst_class",
                 "cw.worst_class"],
@@ -183,6 +191,39 @@ def table(entries, seeds, root, columns, reports=()):
           pass
     cells = [mean_std(v) for v in values.values()]
     lines.append(f"| {entry} ({seeds_label(len(runs))}) | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def run_values(entry, seeds, root, columns, reports=()):
+  """{seed: {column: value in %}} of the finished runs of `entry`."""
+  values = {}
+  for seed, results in load_results(entry, seeds, root).items():
+    sources = [results, *load_reports(entry, seed, root, reports)]
+    values[seed] = {}
+    for c in columns:
+      try:
+        values[seed][c] = 100 * lookup(sources, c)
+      except KeyError:
+        pass
+  return values
+
+
+def paired_table(entries, baseline, seeds, root, baseline_root, columns,
+                 reports=()):
+  """Markdown table of per-seed differences entry − baseline (the same seed
+  on both sides: a paired comparison), mean ± std over the common seeds."""
+  base = run_values(baseline, seeds, baseline_root, columns, reports)
+  lines = ["| method − " + baseline + " | " + " | ".join(columns) + " |",
+           "|" + "---|" * (len(columns) + 1)]
+  for entry in entries:
+    if entry == baseline and root == baseline_root:
+      continue
+    runs = run_values(entry, seeds, root, columns, reports)
+    common = sorted(set(runs) & set(base))
+    cells = [mean_std([runs[s][c] - base[s][c] for s in common
+                       if c in runs[s] and c in base[s]]) for c in columns]
+    lines.append(f"| {entry} ({seeds_label(len(common))}) | "
+                 + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -316,6 +357,12 @@ def main(argv):
   with open(os.path.join(root, "table.md"), "w") as f:
     f.write(text + "\n")
   print(text)
+  if _PAIRED.value:
+    text = paired_table(_METHODS.value, _PAIRED.value, _SEEDS.value, root,
+                        _PAIRED_ROOT.value or root, _COLUMNS.value, reports)
+    with open(os.path.join(root, "paired.md"), "w") as f:
+      f.write(text + "\n")
+    print(text)
   if _EPS_CURVE.value:
     try:
       curves = eps_curves(_METHODS.value, _SEEDS.value, root)

@@ -167,3 +167,21 @@ def test_evaluate_runs_writes_a_report_per_finished_run(tmp_path):
                        reports=["fgsm.json"]).splitlines()[2]
   values = [100 * report["fgsm"]["accuracy"], 30.0]
   assert row == f"| at (2 seeds) | {protocol.mean_std(values)} |"
+
+
+def test_paired_table_differences_same_seeds_only(tmp_path):
+  root, base_root = str(tmp_path / "m"), str(tmp_path / "b")
+  for seed, pgd in enumerate([0.90, 0.95, 0.80]):
+    _write(base_root, "at", seed, _results(pgd, 0.5))
+  for seed, pgd in [(0, 0.92), (1, 0.99)]:  # seed 2 missing: not paired
+    _write(root, "gairat", seed, _results(pgd, 0.6))
+  text = protocol.paired_table(["gairat"], "at", ["0", "1", "2"], root,
+                               base_root, ["pgd20", "pgd20.worst_class"])
+  rows = text.splitlines()
+  assert rows[0] == "| method − at | pgd20 | pgd20.worst_class |"
+  # Per-seed differences 2 and 4 (not 92/99 against the 3-seed mean 88.33).
+  assert rows[2] == "| gairat (2 seeds) | 3.00 ± 1.41 | 10.00 ± 0.00 |"
+  # The baseline itself, in its own root, is no row.
+  same = protocol.paired_table(["at", "gairat"], "at", ["0"], base_root,
+                               base_root, ["pgd20"]).splitlines()
+  assert len(same) == 3 and same[2].startswith("| gairat (0 seeds)")
