@@ -103,6 +103,22 @@ def test_the_capacity_limited_preset_resolves_for_every_method(method):
     assert c.data.imbalance.profile == "exp" and c.data.imbalance.n_max == 600
 
 
+def test_the_long_tailed_capacity_limited_preset_keeps_the_step_count():
+  hard = load(os.path.join(REPO, "configs", "at.py"), "mnist10k_hard")
+  lt = load(os.path.join(REPO, "configs", "srat.py"), "mnist10k_hard_lt,at")
+  experiment.validate(lt)
+  assert lt.reweighting.name == "none"
+  assert (lt.data.imbalance.profile, lt.data.imbalance.ratio) == ("exp", 100.0)
+  assert tuple(lt.model.filters) == tuple(hard.model.filters)
+  assert lt.attack.epsilon == hard.attack.epsilon
+  # 1,489 long-tailed images (11 steps of 128) for 50 epochs ~ 8,000 for 10.
+  n_lt = sum(int(600 * 100 ** (-i / 9)) for i in range(10))
+  steps_lt, steps_hard = n_lt // 128 * lt.epochs, 8000 // 128 * hard.epochs
+  assert abs(steps_lt - steps_hard) / steps_hard < 0.15
+  assert lt.attack.epsilon_warmup_epochs * (n_lt // 128) == pytest.approx(
+      hard.attack.epsilon_warmup_epochs * (8000 // 128), rel=0.15)
+
+
 def test_model_width_is_overridable_under_every_small_cnn_preset():
   for preset in ("digits", "mnist10k", "mnist10k_hard", "mnist"):
     c = load(os.path.join(REPO, "configs", "at.py"), preset)
