@@ -3,8 +3,10 @@ r"""Speed, measured side by side in one process: what the project costs.
   python -m tools.benchmark                                # every section, ~10 min here
   python -m tools.benchmark --presets=mnist10k --reference # the regression guard
   python -m tools.benchmark --sections=methods,eval --steps=6
+  python -m tools.benchmark --sections=autoattack --aa_examples=100 \
+      --aa_export=runs/protocol/at-s0/export     # standard AutoAttack vs ART
 
-Sections (`--sections`, default all of them):
+Sections (`--sections`, default all of them but `autoattack`):
   reference  the project's AT step vs a bare Keras PGD-AT step (same network,
              batch, attack and optimizer; no reweighting, no per-term metrics,
              no per-example memory), timed alternately; prints `ratio R`
@@ -17,6 +19,16 @@ Sections (`--sections`, default all of them):
              ART's ProjectedGradientDescent (and apgd-ce / autoattack-fast vs
              ART's AutoProjectedGradientDescent where those exist), same
              images, alternated; ART is not a dependency: skipped if missing.
+  autoattack the standard AutoAttack ensemble (apgd-ce, apgd-t, fab-t,
+             square) and apgd-ce alone, XLA off and on (`--aa_xla`), on
+             `--aa_examples` mnist10k test images and `--aa_export` (or a
+             20-step export), vs
+             ART's AutoProjectedGradientDescent and ART's AutoAttack built as
+             close to the standard ensemble as ART allows (APGD-CE, targeted
+             APGD-DLR on the top-9 classes, Square; ART has no FAB). Seconds
+             per image on a robust model: not in the default sections;
+             `--aa_repeats` rounds (default 1) after a warm-up on
+             `--aa_warmup` images. ART's AutoAttack needs `multiprocess`.
 
 Timing: `warmup` untimed steps (tracing, XLA), then `repeats` rounds; in each
 round every contender runs `steps` steps in turn (alternation spreads the
@@ -45,7 +57,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
-SECTIONS = ("reference", "methods", "precision", "resnet", "eval")
+SECTIONS = ("reference", "methods", "precision", "resnet", "eval",
+            "autoattack")
+# A round of `autoattack` takes minutes to hours: asked for by name only.
+DEFAULT_SECTIONS = ("reference", "methods", "precision", "resnet", "eval")
 METHODS = ("at", "trades", "mart", "gairat", "mail", "lrat", "done", "srat",
            "iaat")
 # Past every burn-in / warm-up: the benchmark times each method's full step.
@@ -57,7 +72,7 @@ FULL_STEP = {"gairat": {"reweighting.burn_in_epochs": 0},
              "iaat": {"reweighting.warmup_epochs": 0}}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
-_SECTIONS = flags.DEFINE_list("sections", list(SECTIONS),
+_SECTIONS = flags.DEFINE_list("sections", list(DEFAULT_SECTIONS),
                               f"Sections to run: {', '.join(SECTIONS)}.")
 _REFERENCE = flags.DEFINE_bool("reference", False,
                                "Only the reference section (the ratio line).")
@@ -69,6 +84,19 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Rounds (median).")
 _EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 500,
                                       "Test images of the eval section.")
+_AA_EXPORT = flags.DEFINE_string(
+    "aa_export", "", "SavedModel of the autoattack section (serve: float32 "
+    "[0, 1] NHWC images -> logits); empty: a SmallCNN trained 20 AT steps.")
+_AA_EXAMPLES = flags.DEFINE_integer(
+    "aa_examples", 1000, "mnist10k test images of the autoattack section.")
+_AA_WARMUP = flags.DEFINE_integer(
+    "aa_warmup", 20, "Untimed images per contender first (autoattack section).")
+_AA_REPEATS = flags.DEFINE_integer(
+    "aa_repeats", 1, "Timed rounds of the autoattack section (--repeats is "
+    "for the others: one round here can take hours).")
+_AA_XLA = flags.DEFINE_list(
+    "aa_xla", ["off", "on"], "XLA modes of the project in the autoattack "
+    "section.")
 
 
 # ---------------------------------------------------------------- pure parts
@@ -107,10 +135,11 @@ def overhead(seconds, passes, unit_seconds):
   return seconds / inherent - 1.0
 
 
-def ratio_line(name, rate, reference_rate, label="reference", ratio=None):
+def ratio_line(name, rate, reference_rate, label="reference", ratio=None,
+               digits=1):
   ratio = rate / reference_rate if ratio is None else ratio
-  return (f"{name}: {rate:.1f} ex/s vs {label} {reference_rate:.1f} ex/s: "
-          f"ratio {ratio:.2f}")
+  return (f"{name}: {rate:.{digits}f} ex/s vs {label} "
+          f"{reference_rate:.{digits}f} ex/s: ratio {ratio:.2f}")
 
 
 def alternate(contenders, repeats, rounds=None):
@@ -365,16 +394,23 @@ def section_resnet(workdir):
   return [line]
 
 
+def short_run_export(workdir, run_name, export_name):
+  """(run, export path) of the protocol AT SmallCNN after 20 steps: a model
+  that is not at its zero-logit init, for sections not given an export."""
+  from official.core import export
+  project = ProjectStep(load_config("at", "mnist10k"),
+                        os.path.join(workdir, run_name))
+  project(20)
+  run = project.run
+  return run, export.export(run.trainer.network,
+                            os.path.join(workdir, export_name))
+
+
 def section_eval(workdir):
   import numpy as np
   import tensorflow as tf
-  from official.core import export
   from official.evaluation import robustness
-  project = ProjectStep(load_config("at", "mnist10k"),
-                        os.path.join(workdir, "eval_run"))
-  project(20)  # a model that is not at its zero-logit init
-  run = project.run
-  path = export.export(run.trainer.network, os.path.join(workdir, "export"))
+  run, path = short_run_export(workdir, "eval_run", "export")
   loaded = tf.saved_model.load(path)  # owns the variables: keep it alive
   serve = loaded.serve
   n = _EVAL_EXAMPLES.value
@@ -472,14 +508,20 @@ def _art_pgd(classifier, config, x, y):
 def _art_apgd(classifier, config, x, y):
   if classifier is None:
     return None
+  attack = _art_apgd_attack(classifier, float(config.epsilon), 100)
+  return _art_run(classifier, attack, x, y)
+
+
+def _art_apgd_attack(classifier, eps, batch_size, loss="cross_entropy",
+                     targeted=False):
+  """ART's APGD at AutoAttack's settings: 100 iterations (ART_APGD_STEPS),
+  first step 2 eps, one random start."""
   import numpy as np
   from art.attacks.evasion import AutoProjectedGradientDescent
-  attack = AutoProjectedGradientDescent(
-      classifier, norm=np.inf, eps=float(config.epsilon),
-      eps_step=2 * float(config.epsilon), max_iter=100,  # APGD's iterations
-      nb_random_init=1, batch_size=100, loss_type="cross_entropy",
-      verbose=False)
-  return _art_run(classifier, attack, x, y)
+  return AutoProjectedGradientDescent(
+      classifier, norm=np.inf, eps=eps, eps_step=2 * eps,
+      max_iter=ART_APGD_STEPS, targeted=targeted, nb_random_init=1,
+      batch_size=batch_size, loss_type=loss, verbose=False)
 
 
 def _art_run(classifier, attack, x, y):
@@ -492,9 +534,206 @@ def _art_run(classifier, attack, x, y):
   return fn
 
 
+# The data of the autoattack section (a dataset preset of configs/common.py).
+AA_PRESET = "mnist10k"
+# ART's side of the autoattack section. ART's AutoAttack has no FAB, and its
+# `targeted=True` runs *every* listed attack against every other class in
+# label order; the closest it gets to the standard ensemble (apgd-ce, apgd-t,
+# fab-t, square) is an explicit list: APGD-CE, then ART's targeted APGD-DLR
+# against each row's 9 highest other classes (ArtTopTargets), then Square,
+# at AutoAttack's budgets.
+ART_APGD_STEPS = 100
+ART_SQUARE_QUERIES = 5000
+
+
+def art_autoattack_name():
+  """What _art_autoattack runs, for the printed lines."""
+  return (f"ART AutoAttack(attacks=[APGD-CE {ART_APGD_STEPS} it, targeted "
+          f"APGD-DLR on each row's top-9 other classes {ART_APGD_STEPS} it "
+          f"each, Square {ART_SQUARE_QUERIES} queries p_init 0.8]): no FAB-T "
+          "(ART has none)")
+
+
+class ArtTopTargets:
+  """AutoAttack's APGD-T from ART's parts, as one member of ART's AutoAttack.
+
+  ART's targeted APGD-DLR (a row's target is its 2nd, 3rd, ... highest clean
+  logit; 9 targets), on the rows no earlier target fooled; a row keeps the
+  first image that fools the model. ART's AutoAttack sees an untargeted
+  attack (success = the label changed), as AutoAttack's APGD-T is. ART's
+  targeted DLR is its untargeted DLR descended toward the target, not
+  AutoAttack's targeted DLR (z_y - z_t over z_1 - (z_3 + z_4) / 2).
+  """
+  targeted = False
+
+  def __init__(self, classifier, eps, batch_size, num_targets=9):
+    self.classifier = classifier
+    self.batch_size = batch_size
+    self.num_targets = min(num_targets, classifier.nb_classes - 1)
+    self.apgd = _art_apgd_attack(classifier, eps, batch_size,
+                                 loss="difference_logits_ratio", targeted=True)
+
+  def generate(self, x, y, **kwargs):
+    import numpy as np
+    labels = y.argmax(-1) if y.ndim == 2 else y
+    logits = self.classifier.predict(x, batch_size=self.batch_size)
+    ranked = np.argsort(-logits, axis=-1)
+    robust = logits.argmax(-1) == labels
+    x_adv = x.copy()
+    for t in range(1, self.num_targets + 1):
+      rows = np.flatnonzero(robust)
+      if not len(rows):
+        break
+      adv = self.apgd.generate(x[rows], y=ranked[rows, t], **kwargs)
+      fooled = self.classifier.predict(
+          adv, batch_size=self.batch_size).argmax(-1) != labels[rows]
+      x_adv[rows[fooled]] = adv[fooled]
+      robust[rows[fooled]] = False
+    return x_adv
+
+
+def _art_autoattack(classifier, eps, batch_size):
+  """ART's AutoAttack with the attacks art_autoattack_name() lists, in order."""
+  import numpy as np
+  from art.attacks.evasion import AutoAttack
+  from art.attacks.evasion import SquareAttack
+  attacks = [_art_apgd_attack(classifier, eps, batch_size),
+             ArtTopTargets(classifier, eps, batch_size),
+             SquareAttack(classifier, norm=np.inf, max_iter=ART_SQUARE_QUERIES,
+                          eps=eps, p_init=0.8, nb_restarts=1,
+                          batch_size=batch_size, verbose=False)]
+  return AutoAttack(classifier, norm=np.inf, eps=eps, eps_step=2 * eps,
+                    attacks=attacks, batch_size=batch_size, targeted=False)
+
+
+def section_autoattack(workdir):
+  """Standard AutoAttack and APGD-CE, XLA off and on, beside ART's."""
+  import numpy as np
+  import tensorflow as tf
+  from official.evaluation import robustness
+  for xla in _AA_XLA.value:
+    if xla not in ("off", "on"):
+      raise app.UsageError(f"--aa_xla: '{xla}' is not off or on")
+  config = load_config("at", AA_PRESET)
+  if _AA_EXPORT.value:
+    from official.data import registry as data_registry
+    from tools import evaluate as evaluate_tool
+    loaded = evaluate_tool.load_export(_AA_EXPORT.value)
+    data = data_registry.load(config.data, batch_size=1, seed=0)
+    source = _AA_EXPORT.value
+  else:
+    run, path = short_run_export(workdir, "aa_run", "aa_export")
+    loaded, data = tf.saved_model.load(path), run.data
+    source = "SmallCNN after 20 AT steps"
+  serve = loaded.serve  # `loaded` owns the variables: keep it alive
+  n = min(_AA_EXAMPLES.value, len(data.splits.y_test))
+  x = data.splits.x_test[:n].astype(np.float32) / data.splits.pixel_max
+  y = data.splits.y_test[:n].astype(np.int64)
+  batch = min(n, int(config.data.eval_batch_size))  # both frameworks
+  eval_cfg = config.eval
+  eval_cfg.max_examples = eval_cfg.autoattack_max_examples = 0  # all n
+  eps = eval_cfg.epsilon = float(config.attack.epsilon)  # mnist10k: 0.1
+  natural = float(np.mean(np.concatenate(
+      [np.argmax(serve(tf.constant(x[i:i + batch])), -1)
+       for i in range(0, n, batch)]) == y))
+
+  def ours(name, xla):
+    def make(count):
+      dataset = tf.data.Dataset.from_tensor_slices(
+          {"image": x[:count], "label": y[:count]}).batch(batch)
+
+      def fn():
+        eval_cfg.attacks = (name,)
+        start = time.perf_counter()
+        result = robustness.evaluate(serve, dataset, eval_cfg,
+                                     data.num_classes, verbose=0,
+                                     jit_compile=xla == "on")[name]
+        return count, time.perf_counter() - start, result
+      return fn
+    return make
+
+  def theirs(build):
+    def make(count):
+      attack = build()
+      run = _art_run(classifier, attack, x[:count], y[:count])
+
+      def fn():
+        examples, seconds, accuracy = run()
+        return examples, seconds, {"accuracy": accuracy}
+      return fn
+    return make
+
+  lines = [f"autoattack [{n} {AA_PRESET} test images, eps {eps}, batch "
+           f"{batch}, export {source}] natural accuracy {natural:.3f}"]
+  makers = {}
+  for xla in _AA_XLA.value:
+    makers[f"apgd-ce xla {xla}"] = ours("apgd-ce", xla)
+  try:
+    classifier = _art_classifier(serve, x.shape[1:], data.num_classes)
+    makers["ART APGD-CE"] = theirs(
+        lambda: _art_apgd_attack(classifier, eps, batch))
+  except ImportError as e:
+    classifier = None
+    lines.append(f"autoattack: ART not installed ({e}); project only")
+  for xla in _AA_XLA.value:
+    makers[f"autoattack xla {xla}"] = ours("autoattack", xla)
+  if classifier is not None:
+    makers["ART AutoAttack"] = theirs(
+        lambda: _art_autoattack(classifier, eps, batch))
+
+  # Warm-up on a few images (tracing; XLA compiles again for the timed
+  # batch shape, inside the round, as it would for a user), then the rounds.
+  warm = max(1, min(_AA_WARMUP.value, n))
+  fns, results = {}, {}
+  for name, make in makers.items():
+    try:
+      make(warm)()
+    except Exception as e:  # noqa: BLE001  (a third-party failure: say it)
+      if not name.startswith("ART"):
+        raise
+      lines.append(f"autoattack {name}: ART failed: {type(e).__name__}: "
+                   f"{str(e).splitlines()[0] if str(e) else ''}")
+      if getattr(e, "name", None) == "multiprocess":
+        lines[-1] += (" (ART's AutoAttack imports it, ART does not declare "
+                      "it: pip install multiprocess)")
+      continue
+    fn = make(n)
+
+    def timed_fn(name=name, fn=fn):
+      examples, seconds, result = fn()
+      results[name] = result
+      return examples, seconds
+    fns[name] = timed_fn
+  rounds = {}
+  rates = alternate(fns, _AA_REPEATS.value, rounds)
+
+  for name, rate in rates.items():
+    line = (f"autoattack {name}: {rate:.3g} ex/s, robust accuracy "
+            f"{results[name]['accuracy']:.3f}")
+    if "members" in results[name]:
+      line += " (after " + ", ".join(
+          f"{m} {a:.3f}" for m, a in results[name]["members"].items()) + ")"
+    lines.append(line)
+  for ours_name, art_name, note in (
+      ("apgd-ce", "ART APGD-CE", "same attack"),
+      ("autoattack", "ART AutoAttack",
+       "ensembles differ: " + art_autoattack_name())):
+    if art_name not in rates:
+      continue
+    for xla in _AA_XLA.value:
+      name = f"{ours_name} xla {xla}"
+      lines.append(
+          f"autoattack {ours_name} vs ART [{n} images; {note}] " + ratio_line(
+              f"project xla {xla}", rates[name], rates[art_name], art_name,
+              ratio=paired_ratio(rounds[name], rounds[art_name]), digits=2))
+  for line in lines:
+    print(line, flush=True)
+  return lines
+
+
 SECTION_FNS = {"reference": section_reference, "methods": section_methods,
                "precision": section_precision, "resnet": section_resnet,
-               "eval": section_eval}
+               "eval": section_eval, "autoattack": section_autoattack}
 
 
 def main(argv):

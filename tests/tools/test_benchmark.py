@@ -1,5 +1,8 @@
 """tools/benchmark.py: the pure parts (pass counts, overhead, the ratio line,
 alternation); the timing itself is the tool's job, not a test's."""
+import importlib.util
+import re
+
 import pytest
 
 from tools import benchmark
@@ -60,3 +63,78 @@ def test_paired_ratio_is_the_median_of_same_round_ratios():
   rounds = {}
   benchmark.alternate({"a": lambda: (4, 2.0)}, 2, rounds)
   assert rounds == {"a": [2.0, 2.0]}
+
+
+def _rate_and_accuracy(lines, name):
+  """(ex/s, robust accuracy) of `name`'s line in the autoattack section."""
+  pattern = re.compile(rf"autoattack {re.escape(name)}: ([0-9.e+-]+) ex/s, "
+                       r"robust accuracy ([0-9.]+)")
+  found = [m for m in map(pattern.match, lines) if m]
+  assert len(found) == 1, (name, lines)
+  return float(found[0].group(1)), float(found[0].group(2))
+
+
+def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
+  """The section end to end at tiny budgets (the code path, not AutoAttack's
+  cost): a Keras MLP on digits, 12 images, both XLA modes, ART if there."""
+  import functools
+  import keras
+  from absl import flags
+  from sklearn import datasets as sk_datasets
+  from official.attacks import apgd
+  from official.attacks import autoattack
+  from official.attacks import fab
+  from official.attacks import square
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["benchmark"])
+  digits = sk_datasets.load_digits()
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(32, activation="relu"),
+                            keras.layers.Dense(10)])
+  model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True))
+  model.fit(digits.images[..., None] / 16.0, digits.target, epochs=10,
+            batch_size=64, verbose=0)
+  model.export(str(tmp_path / "export"), verbose=False)
+  for name, fn in (("apgd-ce", functools.partial(apgd.apgd_ce, steps=5)),
+                   ("apgd-t", functools.partial(apgd.apgd_t, steps=5)),
+                   ("fab-t", functools.partial(fab.fab_t, steps=5)),
+                   ("square", functools.partial(square.square, n_queries=20))):
+    monkeypatch.setitem(autoattack.MEMBERS, name, fn)
+  monkeypatch.setattr(benchmark, "AA_PRESET", "digits")
+  monkeypatch.setattr(benchmark, "ART_APGD_STEPS", 5)
+  monkeypatch.setattr(benchmark, "ART_SQUARE_QUERIES", 20)
+  for flag, value in (("aa_export", str(tmp_path / "export")),
+                      ("aa_examples", 12), ("aa_warmup", 2),
+                      ("aa_repeats", 1), ("aa_xla", ["off", "on"])):
+    monkeypatch.setattr(flags.FLAGS, flag, value)
+
+  lines = benchmark.section_autoattack(str(tmp_path))
+  assert lines[0].startswith("autoattack [12 digits test images, eps 0.1")
+  natural = float(lines[0].rsplit(" ", 1)[1])
+  assert natural > 0.5  # it learned something: there is something to attack
+  for xla in ("off", "on"):
+    rate_ce, acc_ce = _rate_and_accuracy(lines, f"apgd-ce xla {xla}")
+    rate_aa, acc_aa = _rate_and_accuracy(lines, f"autoattack xla {xla}")
+    assert rate_ce > 0 and rate_aa > 0
+    # The ensemble starts with the same apgd-ce (same seed) on every point.
+    assert acc_aa <= acc_ce <= natural
+  if importlib.util.find_spec("art") is None:
+    assert "autoattack: ART not installed" in "\n".join(lines)
+    return
+  ratios = [line for line in lines if " vs ART [12 images" in line]
+  assert all(re.search(r"ratio \d+\.\d\d$", line) for line in ratios)
+  rate, accuracy = _rate_and_accuracy(lines, "ART APGD-CE")
+  assert rate > 0 and accuracy <= natural
+  if importlib.util.find_spec("multiprocess") is None:
+    # ART's AutoAttack imports it without declaring it: said, not a crash.
+    assert any(line.startswith("autoattack ART AutoAttack: ART failed") and
+               "pip install multiprocess" in line for line in lines), lines
+    assert len(ratios) == 2, lines  # apgd-ce x (xla off, on)
+    return
+  rate, accuracy = _rate_and_accuracy(lines, "ART AutoAttack")
+  assert rate > 0 and accuracy <= natural
+  assert len(ratios) == 4, lines  # (apgd-ce, autoattack) x (xla off, on)
+  assert any("ensembles differ: ART AutoAttack(" in line
+             and "no FAB-T" in line for line in ratios)
