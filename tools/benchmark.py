@@ -406,6 +406,16 @@ def short_run_export(workdir, run_name, export_name):
                             os.path.join(workdir, export_name))
 
 
+def first_test_images(data, n):
+  """The first n test images as the attacks see them: float32 NHWC in
+  [0, 1] (the splits hold raw pixels up to pixel_max), and int64 labels."""
+  import numpy as np
+  x = data.splits.x_test[:n].astype(np.float32) / data.splits.pixel_max
+  if x.ndim == 3:
+    x = x[..., None]
+  return x, data.splits.y_test[:n].astype(np.int64)
+
+
 def section_eval(workdir):
   import numpy as np
   import tensorflow as tf
@@ -413,11 +423,8 @@ def section_eval(workdir):
   run, path = short_run_export(workdir, "eval_run", "export")
   loaded = tf.saved_model.load(path)  # owns the variables: keep it alive
   serve = loaded.serve
-  n = _EVAL_EXAMPLES.value
-  x = run.data.splits.x_test[:n].astype(np.float32)
-  if x.ndim == 3:
-    x = x[..., None]
-  y = run.data.splits.y_test[:n].astype(np.int64)
+  x, y = first_test_images(run.data, _EVAL_EXAMPLES.value)
+  n = len(y)
   dataset = tf.data.Dataset.from_tensor_slices(
       {"image": x, "label": y}).batch(100)
   config = run.config.eval
@@ -626,9 +633,8 @@ def section_autoattack(workdir):
     loaded, data = tf.saved_model.load(path), run.data
     source = "SmallCNN after 20 AT steps"
   serve = loaded.serve  # `loaded` owns the variables: keep it alive
-  n = min(_AA_EXAMPLES.value, len(data.splits.y_test))
-  x = data.splits.x_test[:n].astype(np.float32) / data.splits.pixel_max
-  y = data.splits.y_test[:n].astype(np.int64)
+  x, y = first_test_images(data, _AA_EXAMPLES.value)
+  n = len(y)
   batch = min(n, int(config.data.eval_batch_size))  # both frameworks
   eval_cfg = config.eval
   eval_cfg.max_examples = eval_cfg.autoattack_max_examples = 0  # all n

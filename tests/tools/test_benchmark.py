@@ -138,3 +138,16 @@ def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
   assert len(ratios) == 4, lines  # (apgd-ce, autoattack) x (xla off, on)
   assert any("ensembles differ: ART AutoAttack(" in line
              and "no FAB-T" in line for line in ratios)
+
+
+def test_benchmarked_images_are_in_the_unit_box():
+  # The splits hold raw pixels (0..255 for mnist10k, 0..16 for digits): the
+  # eval sections once attacked 0..255 floats, clipped to a [0, 1] ball.
+  import numpy as np
+  from official.data import registry
+  from tests.core import helpers
+  data = registry.load(helpers.tiny_config().data, batch_size=8, seed=0)
+  x, y = benchmark.first_test_images(data, 50)
+  assert x.shape == (50, 8, 8, 1) and x.dtype == np.float32
+  assert x.min() >= 0.0 and x.max() == 1.0  # digits reach their pixel_max
+  assert y.dtype == np.int64 and set(y) <= set(range(10))
