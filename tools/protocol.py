@@ -180,16 +180,9 @@ def table(entries, seeds, root, columns, reports=()):
   header = "| method | " + " | ".join(columns) + " |"
   lines = [header, "|" + "---|" * (len(columns) + 1)]
   for entry in entries:
-    runs = load_results(entry, seeds, root)
-    values = {c: [] for c in columns}
-    for seed, results in runs.items():
-      sources = [results, *load_reports(entry, seed, root, reports)]
-      for c in columns:
-        try:
-          values[c].append(100 * lookup(sources, c))
-        except KeyError:  # not evaluated in this run: shown as "–"
-          pass
-    cells = [mean_std(v) for v in values.values()]
+    runs = run_values(entry, seeds, root, columns, reports)
+    # A column a run did not evaluate is left out (all missing: "–").
+    cells = [mean_std([v[c] for v in runs.values() if c in v]) for c in columns]
     lines.append(f"| {entry} ({seeds_label(len(runs))}) | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -203,7 +196,7 @@ def run_values(entry, seeds, root, columns, reports=()):
     for c in columns:
       try:
         values[seed][c] = 100 * lookup(sources, c)
-      except KeyError:
+      except KeyError:  # not evaluated in this run
         pass
   return values
 

@@ -204,14 +204,14 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
       summary["attack"] = spec.to_dict() if spec is not None else {}
       results[name] = summary
   if aa_names:
+    labels_aa = np.concatenate(labels_aa)[:aa_limit]
     results.update(_evaluate_autoattack(
-        logits_fn, np.concatenate(images_aa)[:aa_limit],
-        np.concatenate(labels_aa)[:aa_limit], aa_specs, eval_cfg, num_classes,
-        seed=seed_base, batch_size=size, jit_compile=jit_compile,
-        strategy=strategy, verbose=verbose))
+        logits_fn, np.concatenate(images_aa)[:aa_limit], labels_aa, aa_specs,
+        eval_cfg, num_classes, seed=seed_base, batch_size=size,
+        jit_compile=jit_compile, strategy=strategy, verbose=verbose))
     # The per-batch attacks' accuracy on the same (first) images: a
     # PGD-20 − AutoAttack gap measured on one image set.
-    n_aa = len(np.concatenate(labels_aa)[:aa_limit])
+    n_aa = len(labels_aa)
     same = {name: float(np.concatenate(correct[name])[:n_aa].mean())
             for name in specs if sum(map(len, correct[name])) >= n_aa}
     for name in aa_names:
