@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from configs import common  # MNIST10K: ../shared/data beside the checkout
 from official.attacks import autoattack
 
 
@@ -60,7 +61,7 @@ def main():
   p.add_argument("--loss", default="ce", choices=["ce", "dlr"],
                  help="dlr: only APGD-DLR, ours (XLA off) vs ART's")
   args = p.parse_args()
-  d = np.load("../shared/data/mnist10k.npz")
+  d = np.load(common.MNIST10K)
   xtr = (d["x_train"][..., None] / 255).astype(np.float32)
   ytr = d["y_train"].astype(np.int32)
   x = (d["x_test"][:args.n, ..., None] / 255).astype(np.float32)

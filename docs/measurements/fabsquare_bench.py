@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from configs import common  # MNIST10K: ../shared/data beside the checkout
 from official.attacks import fab
 from official.attacks import pgd
 from official.attacks import square
@@ -52,7 +53,7 @@ def main():
   parser.add_argument("--skip_art", action="store_true")
   args = parser.parse_args()
 
-  data = np.load("/work/shared/data/mnist10k.npz")
+  data = np.load(common.MNIST10K)
   x_train = (data["x_train"] / 255.0).astype("float32")[..., None]
   x_test = (data["x_test"][:args.n] / 255.0).astype("float32")[..., None]
   y_train = data["y_train"].astype("int32")
