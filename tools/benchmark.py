@@ -41,7 +41,8 @@ Inherent passes: a method's step needs A attack iterations (forward + input
 gradient), T training forward+backward passes and F eval-mode forwards; the
 three unit costs are timed on the same batch, and `overhead` is the measured
 step time over A·a + T·t + F·f, minus 1 (what runs beyond the inherent work:
-the attack's statistics forward, the weights, the metrics, the optimizer).
+the weights, the metrics, the optimizer; the training attacks run no
+forward of their own on the final iterate).
 """
 import importlib
 import os

@@ -13,9 +13,12 @@ the reweighting methods read:
   kappa_first    int32 [B]: the least number of steps after which the iterate
                  is misclassified (0: the start already is); K if the attack
                  never succeeds (GAIRAT's paper definition of kappa).
+  epsilon        [B] the budget used for each example.
+and, with `final_logits` (the default; the one pass beyond the K iterations):
   logits         [B, C] logits of the final iterate (forward with training=False).
   loss           [B] the attack objective at the final iterate.
-  epsilon        [B] the budget used for each example.
+The trainer's training attacks and the evaluations skip that forward: the
+training forward (or the evaluation's own) sees the final iterate anyway.
 """
 import dataclasses
 import zlib
@@ -156,7 +159,8 @@ def input_gradient(forward, x, labels, loss, nat_logits=None, confidence=50.0,
 
 
 def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
-              steps, loss, random_start, confidence, rescale=False):
+              steps, loss, random_start, confidence, rescale=False,
+              final_logits=True):
   """K steps of signed-gradient ascent, projected on the eps-ball and [0, 1]."""
   eps = epsilon[:, None, None, None]
   alpha = step_size[:, None, None, None]
@@ -178,18 +182,18 @@ def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
     kappa_first = tf.where((kappa_first == steps) & ~correct, k, kappa_first)
     x_adv = tf.clip_by_value(x_adv + alpha * tf.sign(grad), lower, upper)
 
-  logits = tf.cast(forward(x_adv), tf.float32)
-  stats = {
-      "correct_count": correct_count,
-      "kappa_first": kappa_first,
-      "logits": logits,
-      "loss": losses.attack_loss(loss, logits, labels, nat_logits, confidence),
-      "epsilon": epsilon,
-  }
+  stats = {"correct_count": correct_count, "kappa_first": kappa_first,
+           "epsilon": epsilon}
+  if final_logits:
+    logits = tf.cast(forward(x_adv), tf.float32)
+    stats["logits"] = logits
+    stats["loss"] = losses.attack_loss(loss, logits, labels, nat_logits,
+                                       confidence)
   return tf.stop_gradient(x_adv), stats
 
 
-def make_attack(forward, spec, jit_compile=False, rescale=None):
+def make_attack(forward, spec, jit_compile=False, rescale=None,
+                final_logits=True):
   """Binds `spec` to a model forward (x -> logits, training=False).
 
   Returns `attack(x, labels, seed, epsilon=None, step_size=None,
@@ -199,15 +203,19 @@ def make_attack(forward, spec, jit_compile=False, rescale=None):
   first restart that fools the model (else the last). `rescale`: rescale the
   input gradients per example (`input_gradient`), for a network that computes
   in float16; None = whether the global policy is float16 now.
+  `final_logits=False` skips the forward on the final iterate (no "logits" /
+  "loss" in the stats) for callers that run their own forward on x_adv; with
+  restarts > 1 it runs anyway (picking a restart needs it).
   """
 
   rescale = rescale_gradients() if rescale is None else bool(rescale)
+  final_logits = bool(final_logits) or spec.restarts > 1
 
   def loop(x, labels, epsilon, step_size, noise, nat_logits):
     return _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits,
                      steps=spec.steps, loss=spec.loss,
                      random_start=spec.random_start, confidence=spec.confidence,
-                     rescale=rescale)
+                     rescale=rescale, final_logits=final_logits)
 
   compiled = tf.function(loop, jit_compile=jit_compile)
 

@@ -21,7 +21,10 @@ Data flow of `train_step` (the whole story of a step is in this one function):
 accuracy when the loss has a natural pass (TRADES, MART, LRAT), else the
 accuracy at the training attack's starting point (eval mode): the clean input
 itself without a random start, x + the start's noise with one (PGD-AT's
-uniform start: within that noise of the clean accuracy).
+uniform start: within that noise of the clean accuracy). Nor does
+`adversarial_accuracy`: it is the training forward's accuracy on the training
+attack's final iterate (training-mode BN and dropout; the attacks themselves
+end without a forward of their own).
 
 Weight decay is added to the gradients (PyTorch SGD style, which every paper's
 code used), not Keras's decoupled form; each replica adds wd/replicas because
@@ -106,15 +109,21 @@ class AdversarialTrainer(keras.Model):
       return
     super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-  def attack_fn(self, spec):
-    """The compiled attack for `spec` (cached; one XLA program per spec)."""
-    if spec not in self._attacks:
+  def attack_fn(self, spec, final_logits=True):
+    """The compiled attack for `spec` (cached; one XLA program per spec).
+
+    The training attacks run with `final_logits=False`: their final iterate's
+    logits come from the training forward, not from a forward of their own.
+    """
+    key = (spec, bool(final_logits))
+    if key not in self._attacks:
       # Rescaled input gradients if the network computes in float16.
       rescale = any(layer.compute_dtype == "float16"
                     for layer in self.network.layers)
-      self._attacks[spec] = pgd.make_attack(self.attack_forward(spec.bn), spec,
-                                            self.jit_compile, rescale)
-    return self._attacks[spec]
+      self._attacks[key] = pgd.make_attack(self.attack_forward(spec.bn), spec,
+                                           self.jit_compile, rescale,
+                                           final_logits)
+    return self._attacks[key]
 
   def attack_forward(self, bn="frozen"):
     """x -> logits for attacks: frozen BN, or batch statistics (`bn: batch`).
@@ -173,10 +182,8 @@ class AdversarialTrainer(keras.Model):
     """What a skipped attack returns: the clean batch and zero statistics."""
     batch = tf.shape(images)[0]
     zeros = tf.zeros([batch], tf.int32)
-    classes = self.network.outputs[0].shape[-1]
     return images, {"correct_count": zeros, "kappa_first": zeros,
-                    "logits": tf.zeros([batch, classes]),
-                    "loss": tf.zeros([batch]), "epsilon": tf.zeros([batch])}
+                    "epsilon": tf.zeros([batch])}
 
   def _skipped_outputs(self, images):
     """Zero (logits, features) of a skipped training forward."""
@@ -204,9 +211,10 @@ class AdversarialTrainer(keras.Model):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     global_batch = images.shape[0] * replicas
 
-    def run_attack(spec, x, y, epsilon=None, step_size=None):
-      return self.attack_fn(spec)(x, y, self._seed(step, spec), epsilon,
-                                  step_size)
+    def run_attack(spec, x, y, epsilon=None, step_size=None,
+                   final_logits=True):
+      return self.attack_fn(spec, final_logits)(
+          x, y, self._seed(step, spec), epsilon, step_size)
 
     ctx = base.StepContext(
         images=images, labels=labels, ids=ids,
@@ -228,7 +236,8 @@ class AdversarialTrainer(keras.Model):
         if ramp is not None:  # radius and step shrink together
           eps = ramp * (spec.epsilon if eps is None else eps)
           alpha = ramp * (spec.step_size if alpha is None else alpha)
-        variants[spec.name] = run_attack(spec, images, labels, eps, alpha)
+        variants[spec.name] = run_attack(spec, images, labels, eps, alpha,
+                                         final_logits=False)
       else:
         variants[spec.name] = self._skipped_attack(images)
     ctx.attack_stats = {name: stats for name, (_, stats) in variants.items()}
@@ -285,7 +294,9 @@ class AdversarialTrainer(keras.Model):
     else:
       clean_accuracy = tf.reduce_mean(
           tf.cast(primary["kappa_first"] > 0, tf.float32))
-    adv_logits = primary["logits"]
+    # Adversarial accuracy: the training forward on the final iterate (the
+    # attack runs no forward of its own there; eval-mode BN/dropout differ).
+    adv_logits = ctx.adversarial_logits[self.train_attack.name]
     self.trackers["loss"].update_state(loss * replicas)
     self.trackers["clean_accuracy"].update_state(clean_accuracy)
     self.trackers["adversarial_accuracy"].update_state(

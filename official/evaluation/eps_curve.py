@@ -58,7 +58,7 @@ def curve(logits_fn, dataset, eval_cfg, radii, num_classes, *, seed=0,
   spec = pgd.AttackSpec("eps_curve", "ce", eval_eps,
                         float(eval_cfg.pgd_step_size), int(eval_cfg.pgd_steps),
                         "uniform", restarts=int(eval_cfg.restarts))
-  attack = pgd.make_attack(logits_fn, spec, jit_compile)
+  attack = pgd.make_attack(logits_fn, spec, jit_compile, final_logits=False)
   step_per_eps = float(eval_cfg.pgd_step_size) / eval_eps
 
   def correct(x, labels):

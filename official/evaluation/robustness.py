@@ -236,7 +236,9 @@ def _batch_function(logits_fn, specs, seed_base, jit_compile, strategy):
     cache = {}
   if key in cache:
     return cache[key]
-  attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile)
+  # No statistics forward in the attacks: the batch's own forward follows.
+  attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile,
+                                   final_logits=False)
              for name, spec in specs.items() if spec is not None}
 
   def batch_correct(images, labels, index):

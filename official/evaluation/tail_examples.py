@@ -56,9 +56,10 @@ def per_example(logits_fn, reference_fn, dataset, eval_cfg, *, seed=0,
                 jit_compile=False):
   """(reference loss, natural correct, PGD-20 correct), each [n] numpy."""
   spec = robustness.EVAL_ATTACKS["pgd20"](eval_cfg)
-  attack = pgd.make_attack(logits_fn, spec, jit_compile)
+  attack = pgd.make_attack(logits_fn, spec, jit_compile, final_logits=False)
   by_reference = eval_cfg.get("reference_loss", "pgd20") == "pgd20"
-  reference_attack = (pgd.make_attack(reference_fn, spec, jit_compile)
+  reference_attack = (pgd.make_attack(reference_fn, spec, jit_compile,
+                                      final_logits=False)
                       if by_reference else None)
 
   def correct(x, labels):

@@ -88,6 +88,41 @@ def test_statistics_match_a_hand_run_loop(digits_model):
   assert 0 < count.mean() < steps  # the statistic is not trivially 0 or K
 
 
+def test_without_final_logits_one_forward_fewer_same_result(digits_model):
+  """`final_logits=False` (the trainer's and the evaluations' attacks) skips
+  only the statistics forward: K forwards instead of K + 1, same x_adv and
+  the same per-step statistics."""
+  model, x, y = digits_model
+  spec = pgd.AttackSpec("pgd", epsilon=0.1, step_size=0.02, steps=4)
+  calls = []
+
+  def forward(images):
+    calls.append(1)  # counted per call: the tf.functions run eagerly here
+    return model(images, training=False)
+
+  results = {}
+  tf.config.run_functions_eagerly(True)
+  try:
+    for final in (True, False):
+      calls.clear()
+      attack = pgd.make_attack(forward, spec, final_logits=final)
+      results[final] = (attack(x, y, [3, 4]), len(calls))
+  finally:
+    tf.config.run_functions_eagerly(False)
+  (x_full, full), n_full = results[True]
+  (x_lean, lean), n_lean = results[False]
+  assert (n_full, n_lean) == (spec.steps + 1, spec.steps)
+  np.testing.assert_array_equal(x_lean.numpy(), x_full.numpy())
+  assert set(full) - set(lean) == {"logits", "loss"}
+  for key in lean:
+    np.testing.assert_array_equal(lean[key].numpy(), full[key].numpy())
+  # Restarts need the final logits to pick a restart: kept.
+  spec2 = pgd.AttackSpec("pgd", epsilon=0.1, step_size=0.02, steps=2,
+                         restarts=2)
+  _, stats = pgd.make_attack(forward, spec2, final_logits=False)(x, y, [0, 0])
+  assert "logits" in stats
+
+
 def test_xla_matches_graph_mode(digits_model):
   model, x, y = digits_model
   spec = pgd.AttackSpec("pgd", epsilon=0.1, step_size=0.02, steps=5)

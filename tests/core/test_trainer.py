@@ -186,8 +186,8 @@ def test_epsilon_warmup_ramps_radius_and_step_of_every_training_attack(tmp_path)
   seen = []
   attack_fn = trainer.attack_fn
 
-  def recording(spec):
-    attack = attack_fn(spec)
+  def recording(spec, final_logits=True):
+    attack = attack_fn(spec, final_logits)
 
     def wrapped(x, y, seed, epsilon, step_size):
       x_adv, stats = attack(x, y, seed, epsilon, step_size)
@@ -214,3 +214,44 @@ def test_no_warmup_leaves_the_attack_budget_to_the_spec(tmp_path):
   run = experiment.prepare(config, str(tmp_path / "plain"))
   assert run.trainer.epsilon_warmup_steps == 0
   assert run.trainer._epsilon_ramp(tf.constant(0, tf.int64)) is None
+
+
+def test_adversarial_accuracy_is_the_training_forward_on_the_final_iterate(
+    tmp_path):
+  """The training attack ends without a forward of its own (final_logits
+  False); the logged adversarial accuracy is that of the training forward on
+  its output (SmallCNN without dropout: the network's accuracy there)."""
+  run = experiment.prepare(helpers.tiny_config(), str(tmp_path / "acc"))
+  trainer = run.trainer
+  trainer.run_eagerly = True  # the wrapper below sees numbers
+  seen = []
+  attack_fn = trainer.attack_fn
+
+  def recording(spec, final_logits=True):
+    attack = attack_fn(spec, final_logits)
+
+    def wrapped(x, labels, *args):
+      x_adv, stats = attack(x, labels, *args)
+      accuracy = lambda images: float(np.mean(np.argmax(  # noqa: E731
+          trainer.network(images, training=False)[0].numpy(), -1)
+          == labels.numpy()))  # the weights before this step's update
+      seen.append((final_logits, sorted(stats), accuracy(x_adv), accuracy(x)))
+      return x_adv, stats
+    return wrapped
+  trainer.attack_fn = recording
+  # Leave SmallCNN's zero-logit start (every input one class: nothing to
+  # fool) with a random head, so adversarial and clean accuracy can differ.
+  rng = np.random.default_rng(0)
+  for v in trainer.network.trainable_variables:
+    if not np.any(v.numpy()):
+      v.assign(rng.normal(0.0, 0.3, v.shape).astype("float32"))
+  trainer.fit(run.data.train(0, 1), epochs=1, steps_per_epoch=4, verbose=0)
+  assert len(seen) == 4
+  assert all(final is False and "logits" not in keys
+             for final, keys, _, _ in seen)
+  adversarial = [a for _, _, a, _ in seen]
+  # Not trivial: the attack fools it (the same step's clean accuracy is higher).
+  assert any(a < c for _, _, a, c in seen), seen
+  np.testing.assert_allclose(
+      trainer.trackers["adversarial_accuracy"].result().numpy(),
+      np.mean(adversarial), atol=1e-6)

@@ -222,4 +222,4 @@ def test_train_mode_search_on_a_batchnorm_model(tmp_path):
   memory = run.trainer.method.memory.numpy()
   values = set(np.unique(np.round(memory.astype(np.float64), 6)).tolist())
   assert values <= {0.0, 0.0024, 0.1} and 0.1 in values
-  assert "iaat_search_at_eps" in {s.name for s in run.trainer._attacks}
+  assert "iaat_search_at_eps" in {s.name for s, _ in run.trainer._attacks}
