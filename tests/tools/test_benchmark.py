@@ -140,6 +140,45 @@ def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
              and "no FAB-T" in line for line in ratios)
 
 
+def test_floor_line_caps_the_ratio_to_art():
+  line = benchmark.floor_line("pgd20", {"project": 80.0, "ART": 50.0,
+                                        "floor": 100.0})
+  assert line.endswith("100.0 ex/s: project/floor 0.80, ART/floor 0.50: no "
+                       "implementation can exceed 2.00x ART on this model")
+  assert benchmark.floor_line("pgd20", {"project": 50.0, "floor": 100.0}
+                              ).endswith("project/floor 0.50")
+
+
+def test_floor_loop_is_a_working_attack(tmp_path):
+  """The floor contender is a real K-step attack, not an empty loop: on a
+  digits MLP it lowers the accuracy, and more steps lower it no less."""
+  import keras
+  import numpy as np
+  import ml_collections
+  import tensorflow as tf
+  from sklearn import datasets as sk_datasets
+  digits = sk_datasets.load_digits()
+  x = (digits.images[..., None] / 16.0).astype(np.float32)
+  y = digits.target.astype(np.int64)
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(32, activation="relu"),
+                            keras.layers.Dense(10)])
+  model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True))
+  model.fit(x[:1400], y[:1400], epochs=10, batch_size=64, verbose=0)
+  model.export(str(tmp_path / "export"), verbose=False)
+  loaded = tf.saved_model.load(str(tmp_path / "export"))  # owns the variables
+  serve = loaded.serve
+  x, y = x[1400:1600], y[1400:1600]
+  natural = float(np.mean(np.argmax(serve(x).numpy(), -1) == y))
+  config = ml_collections.ConfigDict({"epsilon": 0.1, "pgd_step_size": 0.025})
+  n, seconds, one = benchmark._floor_loop(serve, x, y, config, 1)()
+  _, _, twenty = benchmark._floor_loop(serve, x, y, config, 20)()
+  assert n == 200 and seconds > 0
+  assert twenty <= one < natural and natural > 0.8
+
+
 def test_benchmarked_images_are_in_the_unit_box():
   # The splits hold raw pixels (0..255 for mnist10k, 0..16 for digits): the
   # eval sections once attacked 0..255 floats, clipped to a [0, 1] ball.
