@@ -447,11 +447,12 @@ def section_eval(workdir):
   except ImportError as e:
     art = None
     lines.append(f"eval: ART not installed ({e}); project only")
-  # The floor: K bare forward+backward passes of the export per image (a
-  # plain tf.function loop, nothing else), what no framework can beat on
-  # this model; PGD-20 needs 20 of them, APGD-CE 100.
-  floors = {"pgd20": _floor_loop(serve, x, y, config, int(config.pgd_steps)),
-            "apgd-ce": _floor_loop(serve, x, y, config, ART_APGD_STEPS)}
+  # The floor: PGD-20's 20 bare forward+backward passes per image (a plain
+  # tf.function loop, nothing else), what no framework can beat on this
+  # model. None for APGD: ours and ART's stop attacking the points already
+  # misclassified, so a fixed 100-iteration loop does more work than either
+  # (measured: "floor" 4.8 ex/s, project 13.6, ART 8.4).
+  floors = {"pgd20": _floor_loop(serve, x, y, config, int(config.pgd_steps))}
   contenders = {"pgd20": (project_eval("pgd20"), _art_pgd(art, config, x, y))}
   # ART's APGD-CE is the same attack as ours (100 iterations, step 2 eps);
   # autoattack-fast (+ APGD-T) has no ART counterpart: timed alone.
