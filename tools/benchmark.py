@@ -19,6 +19,9 @@ Sections (`--sections`, default all of them but `autoattack`):
              ART's ProjectedGradientDescent (and apgd-ce / autoattack-fast vs
              ART's AutoProjectedGradientDescent where those exist), same
              images, alternated; ART is not a dependency: skipped if missing.
+             Beside PGD-20, its floor: a bare loop of its 20 forward+backward
+             passes on the export; ART's rate over the floor caps what any
+             implementation can gain over ART on that model.
   autoattack the standard AutoAttack ensemble (apgd-ce, apgd-t, fab-t,
              square) and apgd-ce alone, XLA off and on (`--aa_xla`), on
              `--aa_examples` mnist10k test images and `--aa_export` (or a
