@@ -177,6 +177,11 @@ def test_floor_loop_is_a_working_attack(tmp_path):
   _, _, twenty = benchmark._floor_loop(serve, x, y, config, 20)()
   assert n == 200 and seconds > 0
   assert twenty <= one < natural and natural > 0.8
+  # APGD's floor: the steps on the correctly classified images only; the
+  # misclassified ones count as not robust, as they would after any attack.
+  n, _, correct_only = benchmark._floor_loop(serve, x, y, config, 20,
+                                             only_correct=True)()
+  assert n == 200 and abs(correct_only - twenty) <= 0.02
 
 
 def test_benchmarked_images_are_in_the_unit_box():
