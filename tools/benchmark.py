@@ -439,7 +439,8 @@ def section_eval(workdir):
   if _EVAL_EXPORT.value:
     from official.data import registry as data_registry
     from tools import evaluate as evaluate_tool
-    run_config = load_config("at", "mnist10k")
+    from official.core import experiment
+    run_config = experiment.resolve(load_config("at", "mnist10k"))
     loaded = evaluate_tool.load_export(_EVAL_EXPORT.value)
     data = data_registry.load(run_config.data, batch_size=1, seed=0)
   else:
