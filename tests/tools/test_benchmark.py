@@ -74,29 +74,39 @@ def _rate_and_accuracy(lines, name):
   return float(found[0].group(1)), float(found[0].group(2))
 
 
-def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
-  """The section end to end at tiny budgets (the code path, not AutoAttack's
-  cost): a Keras MLP on digits, 12 images, both XLA modes, ART if there."""
-  import functools
+def _export_digits_mlp(path, train_rows=None):
+  """Exports a small Keras MLP trained on scikit-learn's digits (its first
+  `train_rows` images, or all); returns the digits as (x [0, 1], y int64)."""
   import keras
-  from absl import flags
+  import numpy as np
   from sklearn import datasets as sk_datasets
-  from official.attacks import apgd
-  from official.attacks import autoattack
-  from official.attacks import fab
-  from official.attacks import square
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS(["benchmark"])
   digits = sk_datasets.load_digits()
+  x = (digits.images[..., None] / 16.0).astype(np.float32)
+  y = digits.target.astype(np.int64)
   keras.utils.set_random_seed(0)
   model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                             keras.layers.Dense(32, activation="relu"),
                             keras.layers.Dense(10)])
   model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
       from_logits=True))
-  model.fit(digits.images[..., None] / 16.0, digits.target, epochs=10,
-            batch_size=64, verbose=0)
-  model.export(str(tmp_path / "export"), verbose=False)
+  model.fit(x[:train_rows], y[:train_rows], epochs=10, batch_size=64,
+            verbose=0)
+  model.export(str(path), verbose=False)
+  return x, y
+
+
+def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
+  """The section end to end at tiny budgets (the code path, not AutoAttack's
+  cost): a Keras MLP on digits, 12 images, both XLA modes, ART if there."""
+  import functools
+  from absl import flags
+  from official.attacks import apgd
+  from official.attacks import autoattack
+  from official.attacks import fab
+  from official.attacks import square
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["benchmark"])
+  _export_digits_mlp(tmp_path / "export")
   for name, fn in (("apgd-ce", functools.partial(apgd.apgd_ce, steps=5)),
                    ("apgd-t", functools.partial(apgd.apgd_t, steps=5)),
                    ("fab-t", functools.partial(fab.fab_t, steps=5)),
@@ -152,22 +162,10 @@ def test_floor_line_caps_the_ratio_to_art():
 def test_floor_loop_is_a_working_attack(tmp_path):
   """The floor contender is a real K-step attack, not an empty loop: on a
   digits MLP it lowers the accuracy, and more steps lower it no less."""
-  import keras
   import numpy as np
   import ml_collections
   import tensorflow as tf
-  from sklearn import datasets as sk_datasets
-  digits = sk_datasets.load_digits()
-  x = (digits.images[..., None] / 16.0).astype(np.float32)
-  y = digits.target.astype(np.int64)
-  keras.utils.set_random_seed(0)
-  model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                            keras.layers.Dense(32, activation="relu"),
-                            keras.layers.Dense(10)])
-  model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
-      from_logits=True))
-  model.fit(x[:1400], y[:1400], epochs=10, batch_size=64, verbose=0)
-  model.export(str(tmp_path / "export"), verbose=False)
+  x, y = _export_digits_mlp(tmp_path / "export", train_rows=1400)
   loaded = tf.saved_model.load(str(tmp_path / "export"))  # owns the variables
   serve = loaded.serve
   x, y = x[1400:1600], y[1400:1600]
