@@ -43,8 +43,8 @@ drifts between rounds far more than within one.
 Inherent passes: a method's step needs A attack iterations (forward + input
 gradient), T training forward+backward passes and F eval-mode forwards; the
 three unit costs are timed on the same batch, and `overhead` is the measured
-step time over A·a + T·t + F·f, minus 1; `vs bare` compares each method
-with the bare PGD-AT loop (the reference section's) of the same round,
+step time over A·a + T·t + F·f, minus 1; `vs bare` races each method alone
+with the bare PGD-AT loop (the reference section's; short paired rounds),
 scaled by the inherent work: (AT's units / the method's units) / median of
 the rounds' (method ex/s / bare ex/s), minus 1 (for AT: its reference ratio,
 inverted, minus 1; what runs beyond:
@@ -352,13 +352,11 @@ def section_methods(workdir):
   runs = {m: ProjectStep(load_config(m, "mnist10k"),
                          os.path.join(workdir, f"method_{m}")) for m in METHODS}
   units = unit_passes(runs["at"].run)
-  # The bare PGD-AT loop (the reference section's) in the same race: what
-  # a loop of exactly AT's passes costs beyond the units timed alone (the
-  # projection, the update, the input pipeline), to calibrate `vs bare`.
-  bare = {"bare AT loop": ReferenceStep(runs["at"].run.config,
-                                        runs["at"].run.data)}
-  rounds = {}
-  rates = race({**runs, **units, **bare}, rounds=rounds)
+  # The bare PGD-AT loop (the reference section's): what a loop of exactly
+  # AT's passes costs beyond the units timed alone (the projection, the
+  # update, the input pipeline), to calibrate `vs bare`.
+  bare = ReferenceStep(runs["at"].run.config, runs["at"].run.data)
+  rates = race({**units, "bare AT loop": bare})
   batch = runs["at"].batch
   units = tuple(batch / rates[u] for u in units)  # seconds per pass
   at_work = sum(n * u for n, u in
@@ -371,21 +369,27 @@ def section_methods(workdir):
            f"{rates['bare AT loop']:.1f} ex/s = {glue:.2f}x its units]",
            f"{'method':<8} {'ex/s':>7} {'A':>3} {'T':>2} {'F':>2} "
            f"{'inherent ex/s':>13} {'overhead':>8} {'vs bare':>7}"]
+  for line in lines:
+    print(line, flush=True)
   for method in METHODS:
+    # Each method in its own race with the bare loop, many short paired
+    # rounds (as the reference section): in one long race of every method
+    # a contender's rate moved 10-15% with its place.
+    rounds = {}
+    pair = race({method: runs[method], "bare AT loop": bare},
+                steps=max(1, _STEPS.value // 2), repeats=3 * _REPEATS.value,
+                rounds=rounds)
     config = runs[method].run.config
     passes = inherent_passes(config)
     inherent = sum(n * u for n, u in zip(passes, units))
-    seconds = batch / rates[method]
-    # Against the bare loop of the same round (paired: a machine whose load
-    # drifts between rounds moves both), scaled by the inherent work.
+    # The bare loop's rate scaled by the inherent work over the method's.
     vs_bare = (at_work / inherent) / paired_ratio(
         rounds[method], rounds["bare AT loop"]) - 1.0
-    lines.append(f"{method:<8} {rates[method]:>7.1f} {passes[0]:>3} "
+    lines.append(f"{method:<8} {pair[method]:>7.1f} {passes[0]:>3} "
                  f"{passes[1]:>2} {passes[2]:>2} {batch / inherent:>13.1f} "
-                 f"{100 * overhead(seconds, passes, units):>7.0f}% "
+                 f"{100 * overhead(batch / pair[method], passes, units):>7.0f}% "
                  f"{100 * vs_bare:>6.0f}%")
-  for line in lines:
-    print(line, flush=True)
+    print(lines[-1], flush=True)
   return lines
 
 
