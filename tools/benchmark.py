@@ -43,13 +43,13 @@ drifts between rounds far more than within one.
 Inherent passes: a method's step needs A attack iterations (forward + input
 gradient), T training forward+backward passes and F eval-mode forwards; the
 three unit costs are timed on the same batch, and `overhead` is the measured
-step time over A·a + T·t + F·f, minus 1; `vs bare` races each method alone
-with the bare PGD-AT loop (the reference section's; short paired rounds),
-scaled by the inherent work: (AT's units / the method's units) / median of
-the rounds' (method ex/s / bare ex/s), minus 1 (for AT: its reference ratio,
-inverted, minus 1; what runs beyond:
-the weights, the metrics, the optimizer; the training attacks run no
-forward of their own on the final iterate).
+step time over A·a + T·t + F·f, minus 1. `vs bare` races each method alone
+with the bare PGD-AT loop (the reference section's; short paired rounds):
+(AT's units / the method's units) / median of the rounds' (method ex/s /
+bare ex/s), minus 1, i.e. the method against a bare loop of its own passes
+(for AT: its reference ratio, inverted, minus 1). What runs beyond the
+passes: the weights, the metrics, the optimizer (the training attacks run
+no forward of their own on the final iterate).
 """
 import importlib
 import os
@@ -96,9 +96,10 @@ _EVAL_EXPORT = flags.DEFINE_string(
     "eval_export", "", "SavedModel of the eval section ('' = the AT "
     "SmallCNN after 20 steps; a robust export makes APGD run its 100 "
     "iterations on almost every image).")
+EVAL_SECTION_ATTACKS = ("pgd20", "apgd-ce", "autoattack-fast")
 _EVAL_ATTACKS = flags.DEFINE_list(
-    "eval_attacks", ["pgd20", "apgd-ce", "autoattack-fast"],
-    "Attacks of the eval section (pgd20, apgd-ce, autoattack-fast).")
+    "eval_attacks", list(EVAL_SECTION_ATTACKS),
+    f"Attacks of the eval section ({', '.join(EVAL_SECTION_ATTACKS)}).")
 _AA_EXPORT = flags.DEFINE_string(
     "aa_export", "", "SavedModel of the autoattack section (serve: float32 "
     "[0, 1] NHWC images -> logits); empty: a SmallCNN trained 20 AT steps.")
@@ -211,6 +212,23 @@ class ProjectStep:
     return steps * self.batch, time.perf_counter() - start
 
 
+def bare_pgd(forward, x, y, noise, eps, alpha, steps):
+  """L-inf PGD and nothing else: start x + noise, `steps` signed CE-gradient
+  steps, each projected on the eps-ball and [0, 1]. The attack of the
+  reference loop and of the eval section's floor."""
+  import tensorflow as tf
+  lower, upper = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
+  x_adv = tf.clip_by_value(x + noise, lower, upper)
+  for _ in tf.range(steps):
+    with tf.GradientTape() as tape:
+      tape.watch(x_adv)
+      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+          labels=y, logits=forward(x_adv)))
+    x_adv = tf.clip_by_value(x_adv + alpha * tf.sign(tape.gradient(loss, x_adv)),
+                             lower, upper)
+  return x_adv
+
+
 class ReferenceStep:
   """A bare Keras PGD-AT step: the same network, batch, attack, optimizer.
 
@@ -235,16 +253,9 @@ class ReferenceStep:
 
     @tf.function(jit_compile=config.xla == "on")
     def attack(x, y, seed):
-      x_adv = tf.clip_by_value(
-          x + tf.random.stateless_uniform(tf.shape(x), seed, -eps, eps), 0, 1)
-      for _ in tf.range(steps):
-        with tf.GradientTape() as tape:
-          tape.watch(x_adv)
-          loss = tf.reduce_sum(ce(labels=y, logits=network(x_adv)[0]))
-        x_adv = x_adv + alpha * tf.sign(tape.gradient(loss, x_adv))
-        x_adv = tf.clip_by_value(x_adv, tf.maximum(x - eps, 0.0),
-                                 tf.minimum(x + eps, 1.0))
-      return x_adv
+      noise = tf.random.stateless_uniform(tf.shape(x), seed, -eps, eps)
+      return bare_pgd(lambda images: network(images)[0], x, y, noise, eps,
+                      alpha, steps)
 
     @tf.function
     def step(batch, seed):
@@ -441,6 +452,38 @@ def short_run_export(workdir, run_name, export_name):
                             os.path.join(workdir, export_name))
 
 
+def given_export(flag, config):
+  """(loaded export, the config's data) for an export given by --FLAG; a
+  one-line `error:` (exit 1) if it does not load."""
+  from official.data import registry as data_registry
+  from tools import evaluate as evaluate_tool
+  try:
+    loaded = evaluate_tool.load_export(flags.FLAGS[flag].value)
+  except ValueError as e:
+    raise SystemExit(f"error: --{flag}: {e}") from None
+  return loaded, data_registry.load(config.data, batch_size=1, seed=0)
+
+
+def check_flags(sections):
+  """One `error:` line (exit 1) for a bad flag, before any section runs."""
+  from tools import evaluate as evaluate_tool
+  checks = [("sections", sections, SECTIONS),
+            ("eval_attacks", _EVAL_ATTACKS.value, EVAL_SECTION_ATTACKS),
+            ("aa_xla", _AA_XLA.value, ("off", "on"))]
+  for flag, values, valid in checks:
+    for value in values:
+      if value not in valid:
+        raise SystemExit(f"error: --{flag}: '{value}' is not one of "
+                         f"{', '.join(valid)}")
+  for flag in ("eval_export", "aa_export"):
+    path = flags.FLAGS[flag].value
+    if path:
+      try:
+        evaluate_tool.check_export_path(path)
+      except ValueError as e:
+        raise SystemExit(f"error: --{flag}: {e}") from None
+
+
 def first_test_images(data, n):
   """The first n test images as the attacks see them: float32 NHWC in
   [0, 1] (the splits hold raw pixels up to pixel_max), and int64 labels."""
@@ -455,18 +498,10 @@ def section_eval(workdir):
   import numpy as np
   import tensorflow as tf
   from official.evaluation import robustness
-  valid = ("pgd20", "apgd-ce", "autoattack-fast")
-  for name in _EVAL_ATTACKS.value:
-    if name not in valid:
-      raise app.UsageError(f"--eval_attacks: '{name}' is not one of "
-                           f"{', '.join(valid)}")
   if _EVAL_EXPORT.value:
-    from official.data import registry as data_registry
-    from tools import evaluate as evaluate_tool
     from official.core import experiment
     run_config = experiment.resolve(load_config("at", "mnist10k"))
-    loaded = evaluate_tool.load_export(_EVAL_EXPORT.value)
-    data = data_registry.load(run_config.data, batch_size=1, seed=0)
+    loaded, data = given_export("eval_export", run_config)
   else:
     run, path = short_run_export(workdir, "eval_run", "export")
     loaded = tf.saved_model.load(path)  # owns the variables: keep it alive
@@ -577,17 +612,8 @@ def _floor_loop(serve, x, y, config, steps, batch_size=100,
 
   @tf.function
   def robust(images, labels):
-    lower = tf.maximum(images - eps, 0.0)
-    upper = tf.minimum(images + eps, 1.0)
-    x_adv = tf.clip_by_value(images + tf.random.uniform(
-        tf.shape(images), -eps, eps, seed=0), lower, upper)
-    for _ in tf.range(steps):
-      with tf.GradientTape() as tape:
-        tape.watch(x_adv)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=serve(x_adv)))
-      x_adv = tf.clip_by_value(
-          x_adv + alpha * tf.sign(tape.gradient(loss, x_adv)), lower, upper)
+    noise = tf.random.uniform(tf.shape(images), -eps, eps, seed=0)
+    x_adv = bare_pgd(serve, images, labels, noise, eps, alpha, steps)
     return tf.reduce_sum(tf.cast(tf.equal(
         tf.argmax(serve(x_adv), -1), labels), tf.int32))
 
@@ -738,15 +764,9 @@ def section_autoattack(workdir):
   import numpy as np
   import tensorflow as tf
   from official.evaluation import robustness
-  for xla in _AA_XLA.value:
-    if xla not in ("off", "on"):
-      raise app.UsageError(f"--aa_xla: '{xla}' is not off or on")
   config = load_config("at", AA_PRESET)
   if _AA_EXPORT.value:
-    from official.data import registry as data_registry
-    from tools import evaluate as evaluate_tool
-    loaded = evaluate_tool.load_export(_AA_EXPORT.value)
-    data = data_registry.load(config.data, batch_size=1, seed=0)
+    loaded, data = given_export("aa_export", config)
     source = _AA_EXPORT.value
   else:
     run, path = short_run_export(workdir, "aa_run", "aa_export")
@@ -865,10 +885,7 @@ SECTION_FNS = {"reference": section_reference, "methods": section_methods,
 def main(argv):
   del argv
   sections = ["reference"] if _REFERENCE.value else _SECTIONS.value
-  for s in sections:
-    if s not in SECTION_FNS:
-      raise app.UsageError(f"unknown section '{s}'; valid: "
-                           f"{', '.join(SECTIONS)}")
+  check_flags(sections)
   print(f"tools.benchmark {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         f", {os.cpu_count()} CPUs, steps {_STEPS.value} x {_REPEATS.value} "
         f"rounds (median), warmup {_WARMUP.value}", flush=True)

@@ -100,6 +100,7 @@ def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
   cost): a Keras MLP on digits, 12 images, both XLA modes, ART if there."""
   import functools
   from absl import flags
+  from absl.testing import flagsaver
   from official.attacks import apgd
   from official.attacks import autoattack
   from official.attacks import fab
@@ -115,12 +116,11 @@ def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
   monkeypatch.setattr(benchmark, "AA_PRESET", "digits")
   monkeypatch.setattr(benchmark, "ART_APGD_STEPS", 5)
   monkeypatch.setattr(benchmark, "ART_SQUARE_QUERIES", 20)
-  for flag, value in (("aa_export", str(tmp_path / "export")),
-                      ("aa_examples", 12), ("aa_warmup", 2),
-                      ("aa_repeats", 1), ("aa_xla", ["off", "on"])):
-    monkeypatch.setattr(flags.FLAGS, flag, value)
-
-  lines = benchmark.section_autoattack(str(tmp_path))
+  # flagsaver, not monkeypatch: monkeypatch's undo deleted the flags
+  # (FlagValues.__delattr__) for every later test.
+  with flagsaver.flagsaver(aa_export=str(tmp_path / "export"), aa_examples=12,
+                           aa_warmup=2, aa_repeats=1, aa_xla=["off", "on"]):
+    lines = benchmark.section_autoattack(str(tmp_path))
   assert lines[0].startswith("autoattack [12 digits test images, eps 0.1")
   natural = float(lines[0].rsplit(" ", 1)[1])
   assert natural > 0.5  # it learned something: there is something to attack
@@ -180,6 +180,26 @@ def test_floor_loop_is_a_working_attack(tmp_path):
   n, _, correct_only = benchmark._floor_loop(serve, x, y, config, 20,
                                              only_correct=True)()
   assert n == 200 and abs(correct_only - twenty) <= 0.02
+
+
+def test_bad_flags_stop_before_any_section_with_one_line(tmp_path):
+  from absl import flags
+  from absl.testing import flagsaver
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["benchmark"])
+  with pytest.raises(SystemExit, match=r"^error: --sections: 'bogus' is not "
+                     r"one of reference, methods, precision, resnet, eval, "
+                     r"autoattack$"):
+    benchmark.check_flags(["eval", "bogus"])
+  with flagsaver.flagsaver(eval_attacks=["pgd20", "fgsm"]):
+    with pytest.raises(SystemExit, match=r"^error: --eval_attacks: 'fgsm' is "
+                       r"not one of pgd20, apgd-ce, autoattack-fast$"):
+      benchmark.check_flags(["eval"])
+  with flagsaver.flagsaver(aa_export=str(tmp_path / "missing")):
+    with pytest.raises(SystemExit, match=r"^error: --aa_export: .*missing.*: "
+                       r"no such directory$"):
+      benchmark.check_flags(["autoattack"])
+  benchmark.check_flags(["eval", "autoattack"])  # the defaults: no exit
 
 
 def test_benchmarked_images_are_in_the_unit_box():
