@@ -15,7 +15,8 @@ and its reweighting start one epoch earlier than these 0-based epochs.
 same 5-blocks-per-group network depth 34. eval.attacks adds pgd10, cw10 and
 kl10 (training settings) for the cross_attack report.
 Presets: `resnet18` (official ResNet-18 setting: 100 epochs, lr 0.1 ×0.1 at
-30 and 60, burn-in 30), `digits` and `mnist10k` (shared specs/protocol.md:
+30 and 60, burn-in 30), `trades` (GAIRAT-TRADES: TRADES with the weights on
+its KL term; κ counts the KL-PGD iterates), `digits` and `mnist10k` (shared specs/protocol.md:
 plain AT for epochs 1-5, λ = −1), and the dataset presets of common.py.
 λ = +inf is plain AT (--config.reweighting.lam=inf).
 
@@ -41,6 +42,10 @@ def resnet18(c):
   c.reweighting.burn_in_epochs = 30
 
 
+def trades(c):
+  c.objective.name = "trades"
+
+
 def small_scale(c):
   """shared specs/protocol.md: plain AT for epochs 1-5, then λ = -1."""
   c.reweighting.burn_in_epochs = 5
@@ -61,5 +66,6 @@ def get_config(arg=None):
   wrn32(c)
   c.eval.attacks = common.CROSS_ATTACK_EVAL
   return common.apply_presets(c, arg, {"wrn32": wrn32, "resnet18": resnet18,
+                                       "trades": trades,
                                        "digits": small_scale,
                                        "mnist10k": small_scale})
