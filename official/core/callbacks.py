@@ -165,6 +165,25 @@ def _state_variables(state):
   return {name: getattr(value, "variable", value) for name, value in state.items()}
 
 
+class MethodEpochHooks(keras.callbacks.Callback):
+  """The method's epoch hooks (reweighting/base.py), before the checkpoint.
+
+  Listed before CheckpointCallback, so that what `on_epoch_end` changes
+  (method state) is in the epoch's checkpoint.
+  """
+
+  def __init__(self, method, run):
+    super().__init__()
+    self.method = method
+    self.run = run  # base.EpochContext
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.method.on_epoch_begin(epoch, self.run)
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.method.on_epoch_end(epoch, self.run)
+
+
 class CheckpointCallback(keras.callbacks.Callback):
   """Saves each epoch; a non-finite epoch stops the run (NonFiniteError).
 

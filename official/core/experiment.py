@@ -22,6 +22,7 @@ from official.evaluation import robustness
 from official.evaluation import tail_examples
 from official.modeling import objectives
 from official.modeling import registry as model_registry
+from official.reweighting import base as method_base
 from official.reweighting import registry as method_registry
 
 DISTRIBUTE = ("default", "mirrored", "multi_worker")
@@ -266,6 +267,7 @@ def _fit(run):
       callbacks=[
           callbacks.Progress(epochs, run.data.steps_per_epoch,
                              live=sys.stdout.isatty()),
+          callbacks.MethodEpochHooks(trainer.method, epoch_context(run)),
           callbacks.CheckpointCallback(run.checkpointer),
       ] + ([  # other workers write no summaries
           callbacks.TensorBoard(os.path.join(workdir, "tb")),
@@ -273,6 +275,14 @@ def _fit(run):
                                    run.data.train_ids),
       ] if chief else []))
   return epochs
+
+
+def epoch_context(run):
+  """What the method's epoch hooks see (reweighting/base.py: EpochContext)."""
+  return method_base.EpochContext(
+      network=run.trainer.network, data=run.data, config=run.config,
+      strategy=run.strategy, seed=int(run.config.seed),
+      jit_compile=use_xla(run.config.xla))
 
 
 def train_and_evaluate(run):

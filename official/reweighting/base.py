@@ -22,6 +22,15 @@ weights for the objective's loss terms. The step calls, in this order:
   5. `metrics(ctx, weights)` -> {name: scalar} extra logs (names fixed in
                                 `metric_names`).
 
+Around the steps, once per epoch and eagerly (not traced), the run calls
+`on_epoch_begin(epoch, run)` before an epoch's first step (FRL's multipliers
+from the validation split) and `on_epoch_end(epoch, run)` after its last step
+and before its checkpoint (WAT's Hedge update, CFA's validation check), then
+asks `accept_average(epoch)` whether the weight average (config.averaging)
+takes this epoch's weights (CFA's fairness-aware averaging). `run` is an
+`EpochContext` (below). State they change must live in `build_state()`
+variables, so that a resumed run continues exactly.
+
 `ctx` is a `StepContext` (below). State lives in variables created in
 `build_state()`, which the trainer calls under the strategy scope and saves in
 every checkpoint. Per-example state goes in a `PerExampleMemory`, which stays
@@ -69,6 +78,17 @@ class StepContext:
   attack_forward: Optional[Callable] = None
 
 
+@dataclasses.dataclass
+class EpochContext:
+  """What a method's epoch hooks may use (eager, cross-replica context)."""
+  network: object            # keras.Model, outputs [logits, features]
+  data: object               # DataBundle
+  config: object             # the whole config
+  strategy: object           # tf.distribute strategy of the run
+  seed: int
+  jit_compile: bool
+
+
 class Method:
   """Base class and the identity method ("none"): every weight is 1."""
   name = "none"
@@ -111,6 +131,20 @@ class Method:
   def metrics(self, ctx, weights):
     del ctx, weights
     return {}
+
+  def on_epoch_begin(self, epoch, run):
+    """Before the first step of (0-based) `epoch`; run: EpochContext."""
+    del epoch, run
+
+  def on_epoch_end(self, epoch, run):
+    """After the last step of `epoch`, before its checkpoint is saved."""
+    del epoch, run
+
+  def accept_average(self, epoch):
+    """Whether config.averaging takes the weights of `epoch` (after
+    on_epoch_end). Default: always (a gated average says when not)."""
+    del epoch
+    return True
 
   def epoch_summaries(self):
     """{name: value} for TensorBoard after each epoch: arrays become
