@@ -1,4 +1,5 @@
 """Reweighting methods by name. Adding a method: one module, one entry here."""
+from official.reweighting import arow
 from official.reweighting import base
 from official.reweighting import class_weights
 from official.reweighting import done
@@ -7,6 +8,7 @@ from official.reweighting import iaat
 from official.reweighting import lrat
 from official.reweighting import mail
 from official.reweighting import srat
+from official.reweighting import weat
 
 METHODS = {
     "none": base.Method,
@@ -17,6 +19,8 @@ METHODS = {
     "gairat": gairat.GAIRAT,
     "mail": mail.MAIL,
     "lrat": lrat.LRAT,
+    "arow": arow.ARoW,
+    "weat": weat.WEAT,
 }
 
 
