@@ -96,6 +96,8 @@ def base():
   c.eval.cw_step_size = 2 / 255
   c.eval.cw_confidence = 50.0
   c.eval.restarts = 1
+  # pgd20-lsa: PGD-20 on CE(α·logits) for each α (Hitaj et al. 2021).
+  c.eval.lsa_scales = (0.1, 10.0)
   c.eval.tail_fraction = 0.3          # RA-Tail-30: the 30% weakest classes
   c.eval.max_examples = 0             # 0 = the whole test split
   # The AutoAttack family (apgd-ce, apgd-dlr, apgd-t, fab-t, square,

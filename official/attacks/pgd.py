@@ -51,6 +51,10 @@ class AttackSpec:
   confidence: float = 50.0      # CW margin confidence
   restarts: int = 1
   bn: str = "frozen"             # frozen | batch (see BN_MODES)
+  # The attack loss sees logit_scale · logits (Hitaj et al.'s logit-scaled
+  # PGD, arXiv 2103.01914): a loss saturated by large logits (or flattened
+  # by small ones) gets its gradient back; predictions are unchanged.
+  logit_scale: float = 1.0
 
   def __post_init__(self):
     if self.loss not in LOSSES:
@@ -65,6 +69,9 @@ class AttackSpec:
     if not 0.0 < self.epsilon <= 1.0:
       raise ValueError(f"attack '{self.name}': epsilon must be in (0, 1] for "
                        f"[0,1] images, got {self.epsilon}")
+    if not self.logit_scale > 0:
+      raise ValueError(f"attack '{self.name}': logit_scale must be > 0, got "
+                       f"{self.logit_scale}")
     if self.steps < 1 or self.restarts < 1 or self.step_size <= 0:
       raise ValueError(f"attack '{self.name}': steps, restarts and step_size must "
                        f"be positive, got {self.steps}, {self.restarts}, "
@@ -210,6 +217,9 @@ def make_attack(forward, spec, jit_compile=False, rescale=None,
 
   rescale = rescale_gradients() if rescale is None else bool(rescale)
   final_logits = bool(final_logits) or spec.restarts > 1
+  if spec.logit_scale != 1.0:
+    unscaled, scale = forward, float(spec.logit_scale)
+    forward = lambda x: scale * tf.cast(unscaled(x), tf.float32)  # noqa: E731
 
   def loop(x, labels, epsilon, step_size, noise, nat_logits):
     return _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits,

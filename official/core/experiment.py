@@ -18,6 +18,7 @@ from official.core import precision
 from official.core import trainer as trainer_lib
 from official.core import workdir as workdir_lib
 from official.data import registry as data_registry
+from official.evaluation import margins as margins_lib
 from official.evaluation import reports
 from official.evaluation import robustness
 from official.evaluation import tail_examples
@@ -394,7 +395,8 @@ def evaluated_weights(run):
 def artifacts(workdir):
   """{what: path} of a finished run's outputs that exist."""
   found = {"eval": "eval.json", "export": "export", "tensorboard": "tb",
-           "checkpoints": "checkpoints", "config": "config.json"}
+           "checkpoints": "checkpoints", "config": "config.json",
+           "margins": "margins.npz"}
   out = {k: os.path.join(workdir, v) for k, v in found.items()
          if os.path.exists(os.path.join(workdir, v))}
   names = sorted(os.listdir(workdir))
@@ -442,7 +444,15 @@ def evaluate(run):
       verbose=1 if sys.stdout.isatty() else 0,
       # Mirrored: each batch split over the replicas (equal to 1 device).
       # Multi-worker: the chief evaluates alone, so no collectives here.
-      strategy=run.strategy if config.distribute == "mirrored" else None)
+      strategy=run.strategy if config.distribute == "mirrored" else None,
+      keep_margins=True)
+  # Per-example logit margins: DIR/margins.npz, margins.png, TensorBoard.
+  margin_values = margins_lib.pop_values(results)
+  if margin_values:
+    labels = run.data.splits.y_test[:len(next(iter(margin_values.values())))]
+    margins_lib.save(margin_values, labels, run.workdir)
+    margins_lib.write_summaries(margin_values,
+                                os.path.join(run.workdir, "tb", "eval"))
   results.update(reports.run_reports(config.eval.reports, reports.ReportContext(
       logits_fn=logits_fn, data=run.data, config=config, workdir=run.workdir,
       results=dict(results), seed=int(config.seed),

@@ -171,3 +171,19 @@ def test_random_start_is_the_global_slice_under_two_replicas():
 def test_bad_specs_raise_one_line_errors(kw, match):
   with pytest.raises(ValueError, match=match):
     pgd.AttackSpec("bad", **kw)
+
+
+def test_logit_scale_attacks_the_scaled_logits():
+  keras.utils.set_random_seed(3)
+  model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+  x = tf.random.stateless_uniform([8, 4, 4, 1], [1, 2])
+  y = tf.argmax(model(x), -1, output_type=tf.int32)
+  seed = tf.constant([5, 6], tf.int64)
+  spec = pgd.AttackSpec("s", "ce", 0.1, 0.02, 5, "uniform", logit_scale=0.1)
+  scaled, _ = pgd.make_attack(lambda v: model(v), spec)(x, y, seed)
+  plain = pgd.AttackSpec("s", "ce", 0.1, 0.02, 5, "uniform")
+  by_hand, _ = pgd.make_attack(lambda v: 0.1 * model(v), plain)(x, y, seed)
+  np.testing.assert_array_equal(scaled.numpy(), by_hand.numpy())
+  with pytest.raises(ValueError, match="logit_scale must be > 0"):
+    pgd.AttackSpec("s", logit_scale=0.0)
