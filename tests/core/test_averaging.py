@@ -155,3 +155,27 @@ def test_bad_values_are_one_line_errors(key, value, message):
   config = helpers.tiny_config(**overrides)
   with pytest.raises(ValueError, match=re.escape(message)):
     experiment.validate(config)
+
+
+def test_bn_update_under_two_replicas_equals_one_device():
+  rng = np.random.default_rng(1)
+  batches = [{"image": rng.normal(loc, 1.5, (8, 3)).astype(np.float32)}
+             for loc in (0.0, 2.0)]
+
+  def bn_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.BatchNormalization()(
+        keras.layers.Dense(3)(inputs)))
+
+  one = bn_model()
+  averaging.bn_update(one, batches)
+  strategy = experiment.make_strategy("mirrored")
+  assert strategy.num_replicas_in_sync == 2
+  with strategy.scope():
+    two = bn_model()
+  averaging.bn_update(two, batches)
+  for a, b in zip(one.non_trainable_variables, two.non_trainable_variables):
+    for copy in strategy.experimental_local_results(b):  # every replica's
+      np.testing.assert_allclose(a.numpy(), copy.numpy(), rtol=1e-6)
+  assert not np.allclose(one.non_trainable_variables[0].numpy(), 0.0)
