@@ -1,4 +1,5 @@
 """Reweighting methods by name. Adding a method: one module, one entry here."""
+from official.reweighting import at_bsl
 from official.reweighting import base
 from official.reweighting import class_weights
 from official.reweighting import done
@@ -6,6 +7,7 @@ from official.reweighting import gairat
 from official.reweighting import iaat
 from official.reweighting import lrat
 from official.reweighting import mail
+from official.reweighting import robal
 from official.reweighting import srat
 
 METHODS = {
@@ -17,6 +19,8 @@ METHODS = {
     "gairat": gairat.GAIRAT,
     "mail": mail.MAIL,
     "lrat": lrat.LRAT,
+    "robal": robal.RoBal,
+    "at_bsl": at_bsl.ATBSL,
 }
 
 
