@@ -35,6 +35,7 @@ Contrast blends with the image's mean. Images of another range (digits:
 """
 import math
 
+import numpy as np
 import tensorflow as tf
 
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
@@ -75,25 +76,36 @@ CIFAR10_POLICY = (
 POLICIES = ("randaugment", "autoaugment")
 
 
+def _linspace(start, end, bins, level):
+  """torch.linspace(start, end, bins)[level] in float32, as torchvision's
+  magnitudes are (the PIL ops then see e.g. Solarize's threshold 170.0, not
+  170.00000000000003; docs/measurements/policies_vs_torchvision.py checks
+  the levels the policies use)."""
+  start, end = np.float32(start), np.float32(end)
+  step = np.float32((end - start) / np.float32(bins - 1))
+  if level < bins // 2:
+    return float(start + step * np.float32(level))
+  return float(end - step * np.float32(bins - 1 - level))
+
+
 def magnitude(op, level, bins, height, width):
   """torchvision's magnitude of `op` at `level` of `bins` (unsigned)."""
   if level is None or op in ("Identity", "AutoContrast", "Equalize", "Invert"):
     return 0.0
-  t = level / (bins - 1)
   if op in ("ShearX", "ShearY"):
-    return 0.3 * t
-  if op == "TranslateX":
-    return float(int(150.0 / 331.0 * width * t))   # int(): whole pixels
+    return _linspace(0.0, 0.3, bins, level)
+  if op == "TranslateX":       # int(): whole pixels
+    return float(int(_linspace(0.0, 150.0 / 331.0 * width, bins, level)))
   if op == "TranslateY":
-    return float(int(150.0 / 331.0 * height * t))
+    return float(int(_linspace(0.0, 150.0 / 331.0 * height, bins, level)))
   if op == "Rotate":
-    return 30.0 * t
+    return _linspace(0.0, 30.0, bins, level)
   if op in ("Brightness", "Color", "Contrast", "Sharpness"):
-    return 0.9 * t
+    return _linspace(0.0, 0.9, bins, level)
   if op == "Posterize":
     return float(8 - round(level / ((bins - 1) / 4)))  # bits kept
   if op == "Solarize":
-    return 255.0 * (1.0 - t)                          # threshold
+    return _linspace(255.0, 0.0, bins, level)           # threshold
   raise ValueError(f"unknown augmentation op {op!r}")
 
 
@@ -151,12 +163,14 @@ def _sharpness(x, factor):
 
 
 def _autocontrast(x):
-  """ImageOps.autocontrast (cutoff 0), per channel: min..max -> 0..255."""
-  lo = tf.reduce_min(x, axis=[0, 1], keepdims=True)
-  hi = tf.reduce_max(x, axis=[0, 1], keepdims=True)
+  """ImageOps.autocontrast (cutoff 0), per channel: min..max -> 0..255,
+  int(x·scale + offset) in float64 as PIL's lookup table."""
+  x64 = tf.cast(x, tf.float64)
+  lo = tf.reduce_min(x64, axis=[0, 1], keepdims=True)
+  hi = tf.reduce_max(x64, axis=[0, 1], keepdims=True)
   scale = 255.0 / tf.maximum(hi - lo, 1.0)
-  out = tf.clip_by_value(tf.floor(x * scale - lo * scale), 0.0, 255.0)
-  return tf.where(hi > lo, out, x)
+  out = tf.clip_by_value(tf.floor(x64 * scale + (-lo * scale)), 0.0, 255.0)
+  return tf.cast(tf.where(hi > lo, out, x64), tf.float32)
 
 
 def _equalize_channel(c):
