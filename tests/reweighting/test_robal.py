@@ -194,3 +194,13 @@ def test_resumed_run_with_randaugment_equals_uninterrupted(tmp_path):
                     verbose=0)
   for a, b in zip(full.trainer.network.weights, again.trainer.network.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_cli_bad_scale_is_one_error_line(tmp_path):
+  proc = helpers.train_cli(["--config=configs/robal.py:N,digits",
+                            "--config.reweighting.scale=0.0",
+                            f"--workdir={tmp_path / 'run'}"])
+  assert proc.returncode == 2
+  assert helpers.error_lines(proc) == [
+      "error: reweighting.scale must be > 0, got 0.0"]
+  assert not (tmp_path / "run").exists()
