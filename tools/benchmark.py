@@ -70,7 +70,7 @@ SECTIONS = ("reference", "methods", "precision", "resnet", "eval",
 # A round of `autoattack` takes minutes to hours: asked for by name only.
 DEFAULT_SECTIONS = ("reference", "methods", "precision", "resnet", "eval")
 METHODS = ("at", "trades", "mart", "gairat", "mail", "lrat", "done", "srat",
-           "iaat")
+           "iaat", "robal", "at_bsl")
 # Past every burn-in / warm-up: the benchmark times each method's full step.
 FULL_STEP = {"gairat": {"reweighting.burn_in_epochs": 0},
              "mail": {"reweighting.burn_in_epochs": 0},
@@ -123,7 +123,9 @@ def inherent_passes(config):
   AT K + 1; TRADES adds the natural training pass and the KL attack's f(x);
   MART the natural pass; LRAT one more attack and training pass per variant
   (+ the natural pass of its local form); IAAT the two search attacks (each
-  with the forward that checks its final iterate) and the clean check f(x). GAIRAT, MAIL, DONE, SRAT read what AT computes.
+  with the forward that checks its final iterate) and the clean check f(x);
+  RoBal the natural pass of its KL term. GAIRAT, MAIL, DONE, SRAT, AT-BSL
+  read what AT computes.
   """
   steps = int(config.attack.steps)
   objective = config.objective.name
@@ -142,6 +144,8 @@ def inherent_passes(config):
   elif method == "iaat":
     attack += 2 * steps
     forward += 3  # the clean check, each search's final-iterate check
+  elif method == "robal":
+    train += 1  # the natural pass of the KL term
   return attack, train, forward
 
 
