@@ -108,6 +108,7 @@ def test_configs():
   assert (c.data.name, c.data.imbalance.n_max, c.data.imbalance.ratio) == (
       "digits", 139, 10.0)
   assert c.model.name == "small_cnn" and c.model.head == "cosine"
+  assert c.optimizer.learning_rate == 0.01  # 0.05 kills the cosine features
   c = robal_config.get_config("R,mnist10k_hard_lt")
   assert (c.epochs, c.data.imbalance.n_max, c.data.imbalance.ratio,
           tuple(c.model.filters)) == (50, 600, 100.0, (6, 6, 12, 12))
