@@ -30,7 +30,9 @@ from official.attacks import losses
 from official.common import replicas
 
 LOSSES = ("ce", "cw", "kl")
-RANDOM_STARTS = ("uniform", "gaussian", "none")
+# uniform: x + eps·U[-1, 1); gaussian: x + std·N(0, 1); one_sided:
+# x + eps·U[0, 1) (RoBal's code: `x + epsilon * torch.rand(...)`); none.
+RANDOM_STARTS = ("uniform", "gaussian", "one_sided", "none")
 # BatchNorm during the attack's forwards: frozen (training=False, the moving
 # averages) | batch (the attacked batch's own statistics, moving averages NOT
 # updated: the forward is stateless, so the PGD loop stays free of variable
@@ -46,7 +48,7 @@ class AttackSpec:
   epsilon: float = 8 / 255
   step_size: float = 2 / 255
   steps: int = 10
-  random_start: str = "uniform"  # uniform in [-eps, eps] | gaussian std·N(0,1) | none
+  random_start: str = "uniform"  # uniform | gaussian | one_sided | none (RANDOM_STARTS)
   gaussian_std: float = 0.001   # TRADES / MART start: x + 0.001·N(0, 1)
   confidence: float = 50.0      # CW margin confidence
   restarts: int = 1
@@ -108,6 +110,8 @@ def random_start_noise(kind, shape, seed, gaussian_std=0.001):
   global_shape = tf.concat([[local * replicas.num_replicas()], shape[1:]], 0)
   if kind == "uniform":
     noise = tf.random.stateless_uniform(global_shape, seed, -1.0, 1.0)
+  elif kind == "one_sided":
+    noise = tf.random.stateless_uniform(global_shape, seed, 0.0, 1.0)
   elif kind == "gaussian":
     noise = gaussian_std * tf.random.stateless_normal(global_shape, seed)
   else:
@@ -172,7 +176,7 @@ def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
   eps = epsilon[:, None, None, None]
   alpha = step_size[:, None, None, None]
   lower, upper = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
-  if random_start == "uniform":
+  if random_start in ("uniform", "one_sided"):  # noise in units of eps
     x_adv = x + noise * eps
   else:  # gaussian noise is absolute; "none" passes zeros
     x_adv = x + noise

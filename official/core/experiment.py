@@ -365,7 +365,8 @@ def train_and_evaluate(run):
     run.weights = evaluated_weights(run)
     trainer.method.save_artifacts(workdir)
     say(f"Exporting the network to {os.path.join(workdir, 'export')}")
-    export_lib.export(trainer.network, os.path.join(workdir, "export"))
+    export_lib.export(trainer.network, os.path.join(workdir, "export"),
+                      trainer.method.inference_logits)
     results = evaluate(run)
     workdir_lib.mark_done(workdir, {
         "epochs": epochs,
@@ -434,10 +435,18 @@ def summary(run, results):
   return "\n".join(lines)
 
 
+def deployed_logits_fn(run):
+  """images -> the deployed logits (eval mode): the function the export
+  serves (core/export.py), the method's inference_logits on the network's."""
+  model = model_registry.logits_model(run.trainer.network,
+                                      run.trainer.method.inference_logits)
+  return lambda x: model(x, training=False)  # noqa: E731
+
+
 def evaluate(run):
   config = run.config
   say(f"Evaluating on the test split: {', '.join(config.eval.attacks)}")
-  logits_fn = lambda x: run.trainer.network(x, training=False)[0]  # noqa: E731
+  logits_fn = deployed_logits_fn(run)
   results = robustness.evaluate(
       logits_fn, run.data.test(), config.eval, run.data.num_classes,
       seed=int(config.seed), jit_compile=use_xla(config.xla),

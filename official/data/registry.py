@@ -95,7 +95,7 @@ class DataBundle:
     def example(epoch, i):
       key = augment_lib.example_key(self.seed, epoch, i)
       return {"image": augment_lib.apply(tf.gather(images, i), self.augment,
-                                         key),
+                                         key, self.splits.pixel_max),
               "label": tf.gather(labels, i),
               "id": tf.cast(i, tf.int32)}
 
@@ -135,6 +135,8 @@ def load(data_cfg, *, batch_size: int, seed: int) -> DataBundle:
     raise ValueError(f"unknown data.augment {kind!r}; valid: "
                      f"default, {', '.join(augment_lib.AUGMENTS)}")
   kind = DEFAULT_AUGMENT[name] if kind == "default" else kind
+  # randaugment / autoaugment: the policy, then the dataset's crop/flip.
+  kind = augment_lib.resolve(kind, DEFAULT_AUGMENT[name])
   imbalance = data_cfg.get("imbalance", None) or {}
   profile = imbalance.get("profile", "none")
   ratio = imbalance.get("ratio", 1.0)

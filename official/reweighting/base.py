@@ -155,6 +155,16 @@ class Method:
     """Called once after training: write files (e.g. IAAT's eps.npy)."""
     del workdir
 
+  def inference_logits(self, logits):
+    """The deployed logits from the network's: what the evaluation attacks
+    AND the export serves (one function: model_registry.logits_model).
+    Default: the network's own. RoBal-N: s·z − τ_p·log π. Applied to a
+    symbolic Keras tensor: arithmetic and keras.ops only. A method that
+    overrides it must build from `data.class_counts` and `num_classes`
+    alone (core/export.py rebuilds it from a run's config.json + data.json).
+    """
+    return logits
+
 
 # Methods check their config choices with the one shared helper.
 check_choice = checks.check_choice

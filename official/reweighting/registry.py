@@ -1,5 +1,6 @@
 """Reweighting methods by name. Adding a method: one module, one entry here."""
 from official.reweighting import arow
+from official.reweighting import at_bsl
 from official.reweighting import base
 from official.reweighting import class_weights
 from official.reweighting import done
@@ -7,6 +8,7 @@ from official.reweighting import gairat
 from official.reweighting import iaat
 from official.reweighting import lrat
 from official.reweighting import mail
+from official.reweighting import robal
 from official.reweighting import srat
 from official.reweighting import weat
 
@@ -21,6 +23,8 @@ METHODS = {
     "lrat": lrat.LRAT,
     "arow": arow.ARoW,
     "weat": weat.WEAT,
+    "robal": robal.RoBal,
+    "at_bsl": at_bsl.ATBSL,
 }
 
 

@@ -26,7 +26,9 @@ def _config(method, **overrides):
 @pytest.mark.parametrize("method,passes", [
     ("at", (10, 1, 0)), ("trades", (10, 2, 1)), ("mart", (10, 2, 0)),
     ("gairat", (10, 1, 0)), ("mail", (10, 1, 0)), ("done", (10, 1, 0)),
-    ("srat", (10, 1, 0)), ("lrat", (20, 3, 0)), ("iaat", (30, 1, 3))])
+    ("srat", (10, 1, 0)), ("lrat", (20, 3, 0)), ("iaat", (30, 1, 3)),
+    ("robal", (10, 2, 0)), ("at_bsl", (10, 1, 0)), ("arow", (10, 2, 1)),
+    ("weat", (10, 2, 1))])
 def test_inherent_passes_of_every_method(method, passes):
   assert methods.inherent_passes(_config(method)) == passes
 

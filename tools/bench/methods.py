@@ -13,7 +13,7 @@ from tools.bench import steps as steps_lib
 from tools.bench import timing
 
 METHODS = ("at", "trades", "mart", "gairat", "mail", "lrat", "done", "srat",
-           "iaat")
+           "iaat", "robal", "at_bsl", "arow", "weat")
 
 
 def inherent_passes(config):
@@ -23,7 +23,9 @@ def inherent_passes(config):
   AT K + 1; TRADES adds the natural training pass and the KL attack's f(x);
   MART the natural pass; LRAT one more attack and training pass per variant
   (+ the natural pass of its local form); IAAT the two search attacks (each
-  with the forward that checks its final iterate) and the clean check f(x). GAIRAT, MAIL, DONE, SRAT read what AT computes.
+  with the forward that checks its final iterate) and the clean check f(x);
+  RoBal the natural pass of its KL term. GAIRAT, MAIL, DONE, SRAT, AT-BSL
+  read what AT computes; ARoW and WEAT what TRADES computes.
   """
   steps = int(config.attack.steps)
   objective = config.objective.name
@@ -42,6 +44,8 @@ def inherent_passes(config):
   elif method == "iaat":
     attack += 2 * steps
     forward += 3  # the clean check, each search's final-iterate check
+  elif method == "robal":
+    train += 1  # the natural pass of the KL term
   return attack, train, forward
 
 
