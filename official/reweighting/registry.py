@@ -1,12 +1,15 @@
 """Reweighting methods by name. Adding a method: one module, one entry here."""
 from official.reweighting import base
+from official.reweighting import cfa
 from official.reweighting import class_weights
 from official.reweighting import done
+from official.reweighting import frl
 from official.reweighting import gairat
 from official.reweighting import iaat
 from official.reweighting import lrat
 from official.reweighting import mail
 from official.reweighting import srat
+from official.reweighting import wat
 
 METHODS = {
     "none": base.Method,
@@ -17,6 +20,9 @@ METHODS = {
     "gairat": gairat.GAIRAT,
     "mail": mail.MAIL,
     "lrat": lrat.LRAT,
+    "frl": frl.FRL,
+    "wat": wat.WAT,
+    "cfa": cfa.CFA,
 }
 
 
