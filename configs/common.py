@@ -32,6 +32,13 @@ def base():
   # scaling) | mixed_bfloat16. No speed-up on CPUs (README, Speed).
   c.precision = "float32"
   c.checkpoints_to_keep = 3
+  # Weight averaging (official/core/averaging.py), evaluated and exported in
+  # place of the last weights: none | swa (mean of the epochs' end weights,
+  # BN statistics recomputed) | ema (per-epoch decay; gated by the method,
+  # e.g. CFA). The start epoch is 0-based: its end weights are the first in.
+  c.averaging = "none"
+  c.averaging_start_epoch = 0
+  c.averaging_decay = 0.88            # ema: θ̄ ← decay·θ̄ + (1 − decay)·θ per epoch
 
   c.data = mlc.ConfigDict()
   c.data.name = "cifar10"       # cifar10 | cifar100 | svhn_cropped | mnist | digits | npz
@@ -57,8 +64,15 @@ def base():
   c.optimizer.weight_decay = 5e-4     # coupled (added to gradients, PyTorch style)
   c.optimizer.lr_boundaries = (75, 90)  # epochs at which the rate is multiplied
   c.optimizer.lr_decay = 0.1
+  # piecewise (lr_boundaries, lr_decay) | onecycle (PyTorch's OneCycleLR to
+  # learning_rate over `epochs`, warm-up fraction onecycle_pct_start; WEAT).
+  c.optimizer.schedule = "piecewise"
+  c.optimizer.onecycle_pct_start = 0.25
 
-  c.objective = mlc.ConfigDict({"name": "at", "beta": 6.0})  # at | trades | mart
+  # name: at | trades | mart; label_smoothing: of the objective's
+  # classification CE (TRADES' natural term; modeling/objectives.py).
+  c.objective = mlc.ConfigDict({"name": "at", "beta": 6.0,
+                                "label_smoothing": 0.0})
 
   c.attack = mlc.ConfigDict()         # the training attack
   c.attack.epsilon = 8 / 255

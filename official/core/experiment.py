@@ -10,6 +10,7 @@ from absl import logging
 
 from official.attacks import pgd
 from official.common import checks
+from official.core import averaging
 from official.core import callbacks
 from official.core import cluster
 from official.core import export as export_lib
@@ -40,6 +41,8 @@ class Run:
   trainer: trainer_lib.AdversarialTrainer
   checkpointer: callbacks.Checkpointer
   initial_epoch: int
+  # What eval.json records under "weights" (set by evaluated_weights).
+  weights: dict = None
 
 
 def use_xla(setting):
@@ -91,7 +94,53 @@ def training_attacks(config, data):
   return (training_attack(config, objective), *method.extra_attacks)
 
 
-def learning_rate(opt_cfg, steps_per_epoch):
+SCHEDULES = ("piecewise", "onecycle")
+
+
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+  """PyTorch's OneCycleLR (two phases, cosine annealing) as WEAT uses it:
+  from max_lr/div to max_lr over the first pct of the steps, then down to
+  max_lr/(div·final_div). Momentum cycling is not reproduced."""
+
+  def __init__(self, max_lr, total_steps, pct_start=0.25, div_factor=25.0,
+               final_div_factor=1e4):
+    self.max_lr = float(max_lr)
+    self.total_steps = int(total_steps)
+    self.pct_start = float(pct_start)
+    self.div_factor = float(div_factor)
+    self.final_div_factor = float(final_div_factor)
+
+  def __call__(self, step):
+    # torch: the warm-up ends at step pct·total − 1, the annealing at total − 1.
+    step = tf.cast(step, tf.float32)
+    up_end = self.pct_start * self.total_steps - 1.0
+    down_end = self.total_steps - 1.0
+    initial = self.max_lr / self.div_factor
+    final = initial / self.final_div_factor
+
+    def cosine(start, end, fraction):
+      fraction = tf.clip_by_value(fraction, 0.0, 1.0)
+      return end + (start - end) / 2.0 * (1.0 + tf.cos(3.141592653589793 * fraction))
+
+    return tf.where(step <= up_end,
+                    cosine(initial, self.max_lr, step / up_end),
+                    cosine(self.max_lr, final,
+                           (step - up_end) / (down_end - up_end)))
+
+  def get_config(self):
+    return {"max_lr": self.max_lr, "total_steps": self.total_steps,
+            "pct_start": self.pct_start, "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor}
+
+
+def learning_rate(opt_cfg, steps_per_epoch, epochs=None):
+  """The rate schedule: piecewise constant (lr_boundaries, lr_decay) or
+  `schedule: onecycle` over the run's epochs (pct_start 0.25, WEAT's)."""
+  schedule = checks.check_choice("optimizer.schedule",
+                                 opt_cfg.get("schedule", "piecewise"), SCHEDULES)
+  if schedule == "onecycle":
+    return OneCycle(opt_cfg.learning_rate, int(epochs) * steps_per_epoch,
+                    pct_start=float(opt_cfg.get("onecycle_pct_start", 0.25)))
   boundaries = [int(b) * steps_per_epoch for b in opt_cfg.lr_boundaries]
   if not boundaries:
     return float(opt_cfg.learning_rate)
@@ -122,6 +171,10 @@ def validate(config):
   checks.check_choice("distribute", config.distribute, DISTRIBUTE)
   checks.check_choice("xla", config.xla, XLA)
   precision.check(config.get("precision", "float32"))
+  averaging.check(config)
+  checks.check_choice("optimizer.schedule",
+                      config.optimizer.get("schedule", "piecewise"), SCHEDULES)
+  objectives.check_label_smoothing(config.objective)
   objective = objectives.get_objective(config.objective.name)
   method_registry.check_name(config.reweighting.name)
   for key in ("epsilon",):
@@ -181,14 +234,17 @@ def prepare(config, workdir, allow_changes=()):
       trainer = trainer_lib.AdversarialTrainer(
           network, objective=objective,
           coefficients=objective.coefficients(config.objective),
+          label_smoothing=float(config.objective.get("label_smoothing", 0.0)),
           train_attack=attack, method=method,
           steps_per_epoch=data.steps_per_epoch,
           weight_decay=float(config.optimizer.weight_decay),
           seed=int(config.seed), jit_compile=use_xla(config.xla),
           epsilon_warmup_epochs=int(
               config.attack.get("epsilon_warmup_epochs", 0)))
+      trainer.averager = averaging.build(config, network)
       optimizer = keras.optimizers.SGD(
-          learning_rate=learning_rate(config.optimizer, data.steps_per_epoch),
+          learning_rate=learning_rate(config.optimizer, data.steps_per_epoch,
+                                      int(config.epochs)),
           momentum=float(config.optimizer.momentum),
           nesterov=bool(config.optimizer.nesterov))
       optimizer = precision.wrap_optimizer(optimizer,
@@ -273,9 +329,13 @@ def _fit(run):
           callbacks.Progress(epochs, run.data.steps_per_epoch,
                              live=sys.stdout.isatty()),
           callbacks.MethodEpochHooks(trainer.method, hooks),
+      ] + ([averaging.AveragingCallback(trainer.averager, trainer.method)]
+           if trainer.averager is not None else []) + [
           callbacks.CheckpointCallback(run.checkpointer),
       ] + ([  # other workers write no summaries
-          *selection.callbacks(run, hooks.validation),  # after the checkpoint
+          # after the checkpoint
+          *selection.callbacks(run, hooks.validation,
+                               lambda: build_network(run.config, run.data)),
           callbacks.TensorBoard(os.path.join(workdir, "tb")),
           callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
                                    run.data.train_ids),
@@ -317,6 +377,7 @@ def train_and_evaluate(run):
     workdir_lib.unmark_done(workdir)
     epochs = _fit(run)
     run.checkpointer.check_finite(f"(weights after epoch {epochs})")
+    run.weights = evaluated_weights(run)
     trainer.method.save_artifacts(workdir)
     selected = selection.select(run, epochs)  # eval.select: loads the weights
     say(f"Exporting the network to {os.path.join(workdir, 'export')}")
@@ -330,6 +391,21 @@ def train_and_evaluate(run):
   finally:
     workdir_lib.release(workdir)
   return results
+
+
+def evaluated_weights(run):
+  """Puts the weights to export and evaluate into the network (the average
+  of config.averaging, if any) and returns what eval.json says of them."""
+  averager = run.trainer.averager
+  if averager is None:
+    return {"averaging": "none", "evaluated": "last"}
+  say(f"Using the {averager.mode.upper()} average of the weights "
+      "(config.averaging) for export and evaluation")
+  info = averager.apply_to(run.trainer.network, run.data.train(0, 1))
+  if info["epochs_averaged"] == 0:
+    logging.warning("averaging=%s: no epoch was averaged; exporting and "
+                    "evaluating the last weights", averager.mode)
+  return info
 
 
 def artifacts(workdir):
@@ -391,7 +467,10 @@ def evaluate(run, selected=None):
       jit_compile=use_xla(config.xla),
       training_attacks=(run.trainer.train_attack,
                         *run.trainer.method.extra_attacks))))
-  if selected is not None:
+  # Which weights these are (last, or an average: core/averaging.py).
+  results["weights"] = getattr(run, "weights", None) or {
+      "averaging": "none", "evaluated": "last"}
+  if selected is not None:  # eval.select (core/selection.py)
     results["selection"] = selected
   path = os.path.join(run.workdir, "eval.json")
   with open(path + ".tmp", "w") as f:

@@ -26,9 +26,17 @@ does. A new best is written under a new name before the record names it, and
 older best files go only after, so a kill never leaves the record naming
 missing weights.
 
+What is validated is what would be exported had training stopped there:
+the network, or, with config.averaging (core/averaging.py) once an epoch
+has been averaged, the average (in a second network: EMA's averaged state;
+SWA's averaged weights with its batch-norm statistics recomputed, as the
+export does). Each epoch's record says which ("weights"), and the best
+checkpoint holds those weights.
+
 After training, `select` loads the chosen weights into the network before the
 export and evaluation; eval.json gets "selection": {"select", "epoch",
-"validation" (the record of that epoch), "epochs_recorded"}.
+"validation" (the record of that epoch), "epochs_recorded"}, and its
+"weights" entry describes the selected epoch's weights.
 
 eval.* keys may change when a finished run is re-evaluated. eval.select can
 then only choose among what was recorded: best_val on a run trained with
@@ -44,6 +52,7 @@ import tensorflow as tf
 from absl import logging
 
 from official.common import checks
+from official.core import averaging
 from official.data import holdout
 from official.evaluation import validation as validation_lib
 from official.reweighting import registry as method_registry
@@ -127,13 +136,20 @@ class BestCheckpoint(keras.callbacks.Callback):
   Listed AFTER the CheckpointCallback (the record follows the checkpoints).
   """
 
-  def __init__(self, network, validation, config, workdir, initial_epoch):
+  def __init__(self, network, validation, config, workdir, initial_epoch,
+               averager=None, build_network=None, train_batches=None):
     super().__init__()
     self.network = network
     self.validation = validation  # EpochContext.validation
     self.spec = spec(config)
     self.workdir = workdir
     self.initial_epoch = int(initial_epoch)
+    # config.averaging: its WeightAverage, a builder of a second network of
+    # the same architecture, SWA's batch-norm pass (train_batches()).
+    self.averager = averager
+    self.build_network = build_network
+    self.train_batches = train_batches
+    self.shadow = None
     self.writer = tf.summary.create_file_writer(
         os.path.join(workdir, "tb", "validation"))
 
@@ -152,14 +168,38 @@ class BestCheckpoint(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     self._add(epoch + 1)
 
+  def candidate(self):
+    """(network, description): what the export would hold now."""
+    avg = self.averager
+    n = 0 if avg is None else int(avg.count.numpy())
+    if n == 0:
+      return self.network, {"averaging": avg.mode if avg else "none",
+                            "evaluated": "last"}
+    if self.shadow is None:
+      self.shadow = self.build_network()
+    # The network's state, then the average over the variables it averages.
+    index = {id(v): i for i, v in enumerate(self.network.variables)}
+    for dst, src in zip(self.shadow.variables, self.network.variables):
+      dst.assign(src)
+    for src, avg_value in zip(avg.sources, avg.average):
+      self.shadow.variables[index[id(src)]].assign(avg_value)
+    info = {"averaging": avg.mode, "evaluated": avg.mode, "epochs_averaged": n,
+            "first_epoch": int(avg.first_epoch.numpy()) + 1,
+            "last_epoch": int(avg.last_epoch.numpy()) + 1}
+    if avg.mode == "swa" and averaging.batch_norm_layers(self.shadow):
+      info["bn_update_batches"] = averaging.bn_update(self.shadow,
+                                                      self.train_batches())
+    return self.shadow, info
+
   def _add(self, completed):
-    result = self.validation(self.spec, completed)
+    network, weights = self.candidate()
+    result = self.validation(self.spec, completed, network)
     epochs = self.record["epochs"]
-    epochs[str(completed)] = result.summary()
+    epochs[str(completed)] = dict(result.summary(), weights=weights)
     best = best_epoch(epochs)
     if best == completed:
       os.makedirs(best_dir(self.workdir), exist_ok=True)
-      tf.train.Checkpoint(network=self.network).write(
+      tf.train.Checkpoint(network=network).write(
           os.path.join(best_dir(self.workdir), f"ckpt-{completed}"))
     self.record["best"] = best
     _write_json(record_path(self.workdir), self.record)
@@ -180,12 +220,21 @@ def _remove_other_best(workdir, keep):
       os.remove(os.path.join(directory, name))
 
 
-def callbacks(run, validation):
-  """[BestCheckpoint] with eval.select=best_val (the chief's), else []."""
+def callbacks(run, validation, build_network):
+  """[BestCheckpoint] with eval.select=best_val (the chief's), else [].
+  build_network: () -> a new network of the run's architecture."""
   if run.config.eval.get("select", "last") != "best_val":
     return []
+
+  def build():
+    with run.strategy.scope():
+      return build_network()
+
   return [BestCheckpoint(run.trainer.network, validation, run.config,
-                         run.workdir, run.initial_epoch)]
+                         run.workdir, run.initial_epoch,
+                         averager=getattr(run.trainer, "averager", None),
+                         build_network=build,
+                         train_batches=lambda: run.data.train(0, 1))]
 
 
 def select(run, epochs):
@@ -213,5 +262,9 @@ def select(run, epochs):
   if ordered[0] > 1:
     logging.warning("eval.select=best_val chose among epochs %d-%d only (the "
                     "run recorded from there on)", ordered[0], ordered[-1])
-  return {"select": "best_val", "epoch": best,
-          "validation": recorded[str(best)], "epochs_recorded": ordered}
+  chosen = recorded[str(best)]
+  # eval.json's "weights": those of the chosen epoch (an average as of then).
+  run.weights = dict(chosen.get("weights", {"evaluated": "last"}),
+                     selected_epoch=best)
+  return {"select": "best_val", "epoch": best, "validation": chosen,
+          "epochs_recorded": ordered}

@@ -1,4 +1,5 @@
 """Reweighting methods by name. Adding a method: one module, one entry here."""
+from official.reweighting import arow
 from official.reweighting import base
 from official.reweighting import cfa
 from official.reweighting import class_weights
@@ -10,6 +11,7 @@ from official.reweighting import lrat
 from official.reweighting import mail
 from official.reweighting import srat
 from official.reweighting import wat
+from official.reweighting import weat
 
 METHODS = {
     "none": base.Method,
@@ -20,6 +22,8 @@ METHODS = {
     "gairat": gairat.GAIRAT,
     "mail": mail.MAIL,
     "lrat": lrat.LRAT,
+    "arow": arow.ARoW,
+    "weat": weat.WEAT,
     "frl": frl.FRL,
     "wat": wat.WAT,
     "cfa": cfa.CFA,
