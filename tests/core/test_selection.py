@@ -62,8 +62,9 @@ def scripted(monkeypatch):
   seen = {}
 
   def call(self, spec, epoch, network=None):
+    network = network if network is not None else self.network
     seen.setdefault(epoch, []).append(
-        [v.numpy().copy() for v in self.network.weights])
+        [v.numpy().copy() for v in network.weights])
     robust, clean = SCRIPT[epoch]
     return validation_lib.ValidationResult(
         attack=spec.to_dict(), epoch=epoch, counts=np.array([1] * 10),
@@ -101,6 +102,37 @@ def test_best_weights_survive_rotation_and_are_the_ones_evaluated(
   assert selection.select(run, 4) == selected
   run.config.eval.select = "last"
   assert selection.select(run, 4) == {"select": "last", "epoch": 4}
+
+
+def test_with_averaging_the_average_is_validated_and_selected(
+    tmp_path, scripted):
+  """EMA from epoch 1: each epoch's candidate is the average as of then,
+  validated in a second network; best_val (SCRIPT: epoch 1) loads the
+  average as of the best epoch, and eval.json's weights say so."""
+  workdir = tmp_path / "run"
+  config = _tiny(3)
+  config.averaging, config.averaging_decay = "ema", 0.5
+  run = helpers.fit_epochs(config, workdir, 3)
+  record = selection.read_record(str(workdir))
+  for e in ("1", "2", "3"):
+    w = record["epochs"][e]["weights"]
+    assert (w["averaging"], w["evaluated"], w["epochs_averaged"],
+            w["first_epoch"], w["last_epoch"]) == ("ema", "ema", int(e), 1,
+                                                   int(e))
+  # Epoch 1's candidate is θ1 itself (the first accepted epoch is copied);
+  # the last candidate equals the averager's final average.
+  average = {id(v): a.numpy() for v, a in zip(run.trainer.averager.sources,
+                                              run.trainer.averager.average)}
+  final = [average.get(id(v)) for v in run.trainer.network.weights]
+  for got, want in zip(scripted[3][0], final):
+    if want is not None:
+      np.testing.assert_allclose(got, want, rtol=1e-6)
+  selected = selection.select(run, 3)
+  assert selected["epoch"] == 1
+  assert run.weights == dict(record["epochs"]["1"]["weights"],
+                             selected_epoch=1)
+  for got, want in zip(run.trainer.network.weights, scripted[1][0]):
+    np.testing.assert_array_equal(got.numpy(), want)
 
 
 def test_a_kill_between_checkpoint_and_record_is_made_up_on_resume(

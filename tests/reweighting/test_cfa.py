@@ -158,9 +158,15 @@ def test_configs():
                                                0.3)
 
 
-def _tiny(distribute="default", epochs=3):
+def _tiny(distribute="default", epochs=3, threshold=0.0):
   return helpers.tiny_config("cfa", "trades,digits", distribute=distribute,
-                             epochs=epochs, **{"reweighting.begin": 1})
+                             epochs=epochs, averaging_start_epoch=0, **{
+                                 "reweighting.begin": 1,
+                                 "reweighting.threshold": threshold})
+
+
+def _average(run):
+  return [v.numpy() for v in run.trainer.averager.average]
 
 
 def test_two_replicas_equal_one_device_and_resume_is_exact(tmp_path):
@@ -171,11 +177,51 @@ def test_two_replicas_equal_one_device_and_resume_is_exact(tmp_path):
   np.testing.assert_array_equal(two.trainer.method.train_robust.numpy(), t)
   for a, b in zip(one.trainer.network.weights, two.trainer.network.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+  # threshold 0: every epoch passes the gate, all three are averaged.
+  assert int(one.trainer.averager.count.numpy()) == 3
+  for a, b in zip(_average(one), _average(two)):
+    np.testing.assert_allclose(a, b, atol=1e-4)
   helpers.fit_epochs(_tiny("default", 2), tmp_path / "resumed", 3)
   again = helpers.fit_epochs(_tiny("default", 3), tmp_path / "resumed", 3)
   assert again.initial_epoch == 2
   np.testing.assert_array_equal(again.trainer.method.train_robust.numpy(), t)
-  assert (again.trainer.method.accept.numpy()
-          == one.trainer.method.accept.numpy())
+  assert int(again.trainer.averager.count.numpy()) == 3
   for a, b in zip(one.trainer.network.weights, again.trainer.network.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+  for a, b in zip(_average(one), _average(again)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+class _Gate:
+  """Validator.__call__ stand-in: worst class robust 0.3 / 0.1 / 0.5 after
+  epochs 1 / 2 / 3 (the network's own weights, as FAWA reads them)."""
+
+  def __init__(self):
+    self.networks = []
+
+  def __call__(self, validator, spec, epoch, network=None):
+    self.networks.append(network)
+    robust = np.full(10, 0.9)
+    robust[3] = {1: 0.3, 2: 0.1, 3: 0.5}[epoch]
+    return types.SimpleNamespace(robust=robust)
+
+
+def test_the_gate_feeds_the_average_only_accepted_epochs(tmp_path, monkeypatch):
+  """δ = 0.24: epochs 1 and 3 join the EMA (decay 0.88), epoch 2 does not:
+  average = 0.88·θ1 + 0.12·θ3, with θ1, θ3 the weights after those epochs."""
+  from official.evaluation import validation as validation_lib
+  gate = _Gate()
+  monkeypatch.setattr(validation_lib.Validator, "__call__",
+                      lambda self, spec, epoch, network=None: gate(
+                          self, spec, epoch, network))
+  run1 = helpers.fit_epochs(_tiny("default", 1, 0.24), tmp_path / "run", 3)
+  theta1 = [v.numpy().copy() for v in run1.trainer.averager.sources]
+  run = helpers.fit_epochs(_tiny("default", 3, 0.24), tmp_path / "run", 3)
+  theta3 = [v.numpy() for v in run.trainer.averager.sources]
+  assert gate.networks == [None, None, None]  # the trained network itself
+  averager = run.trainer.averager
+  assert int(averager.count.numpy()) == 2
+  assert (int(averager.first_epoch.numpy()), int(averager.last_epoch.numpy())
+          ) == (0, 2)
+  for avg, a, b in zip(_average(run), theta1, theta3):
+    np.testing.assert_allclose(avg, 0.88 * a + 0.12 * b, rtol=1e-5, atol=1e-6)
