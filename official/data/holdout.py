@@ -39,9 +39,8 @@ def validation_ids(labels, per_class, num_classes):
   if per_class == 0:
     return np.zeros(0, np.int64)
   counts = np.bincount(labels, minlength=num_classes)
-  small = [c for c in range(num_classes) if counts[c] <= per_class]
-  if small:
-    c = small[0]
+  if counts.min() <= per_class:
+    c = int(np.argmin(counts))  # the smallest class names the valid range
     raise ValueError(
         f"data.validation_per_class={per_class} leaves class {c} (of "
         f"{int(counts[c])} training images) without training data; valid: "

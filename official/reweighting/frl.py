@@ -39,15 +39,16 @@ or 0.07 (Remargin), r1 = 0.05, r2 = 0.2 (Remargin; Reweight never moves λ2),
 limit 0.5, ε-scale clip [0.98, 3.0] (utils_frl2; utils_frl's 2.5 is never
 reached in Reweight, where λ2 stays 0), validation PGD-20 step 2/255.
 
+The validation split (data/holdout.py: the last N images of each class) is
+the code's rule (the last 300 of CIFAR-10's 5,000); ē, b̄ are over all
+validation images, as the code's `evaluate` (the class means on a balanced
+split). One epoch's update from the same per-class errors matches the
+official `frl_train` to float32 precision
+(docs/measurements/fairness_official_check.py).
+
 Where this differs from the official code:
-  - The validation split: the last N images of each class (the code: the last
-    300 of CIFAR-10's 5,000; data/holdout.py); the code's validation loader
-    is the same rule.
   - The code clamps γ at −1000 before the update (never active): omitted.
-  - Totals ē, b̄: over all validation images, as the code's `evaluate`; with
-    a balanced split they equal the class means.
-  - The code recomputes `torch.clamp(γ, min=-1000)` per multiplier; the rate
-    of λ1 is 2·r1 in both scripts (kept).
+  - The burn-in above instead of a downloaded pre-trained model.
   - Remargin's step uses the global batch's largest ε_i (the code: its
     per-device batch of 128, one device).
 """
@@ -138,18 +139,18 @@ class FRL(base.Method):
     self.burn_in = int(cfg.get("burn_in_epochs", 0))
     self.val_steps = int(cfg.get("val_steps", 20))
     for key, ok, valid in (
-        ("tau0", 0 <= self.tau0 <= 1, "[0, 1]"),
-        ("tau1", 0 <= self.tau1 <= 1, "[0, 1]"),
+        ("tau0", 0 <= self.tau0 <= 1, "in [0, 1]"),
+        ("tau1", 0 <= self.tau1 <= 1, "in [0, 1]"),
         ("rate1", self.rate1 >= 0, ">= 0"), ("rate2", self.rate2 >= 0, ">= 0"),
-        ("limit", 0 <= self.limit < 1, "[0, 1) (class weights >= (1 - "
+        ("limit", 0 <= self.limit < 1, "in [0, 1) (class weights >= (1 - "
          "limit)/K > 0)"),
         ("rate_halving_epochs", self.halving >= 0, ">= 0 (0 = never)"),
-        ("eps_scale_min", 0 < self.scale_min <= 1, "(0, 1]"),
+        ("eps_scale_min", 0 < self.scale_min <= 1, "in (0, 1]"),
         ("eps_scale_max", self.scale_max >= 1, ">= 1"),
         ("burn_in_epochs", self.burn_in >= 0, ">= 0"),
         ("val_steps", self.val_steps >= 1, ">= 1")):
       if not ok:
-        raise ValueError(f"reweighting.{key} must be in {valid}, got "
+        raise ValueError(f"reweighting.{key} must be {valid}, got "
                          f"{cfg.get(key)}")
     self.epsilon = float(config.attack.epsilon)
     self.step_size = float(config.attack.step_size)

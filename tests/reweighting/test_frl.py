@@ -115,8 +115,8 @@ def test_hook_weights_and_budget_on_a_scripted_validation():
 @pytest.mark.parametrize("key,value,message", [
     ("tau0", 1.5, r"reweighting.tau0 must be in \[0, 1\], got 1.5"),
     ("tau1", -0.1, r"reweighting.tau1 must be in \[0, 1\], got -0.1"),
-    ("rate1", -0.05, r"reweighting.rate1 must be in >= 0, got -0.05"),
-    ("rate2", -1.0, r"reweighting.rate2 must be in >= 0, got -1.0"),
+    ("rate1", -0.05, r"reweighting.rate1 must be >= 0, got -0.05"),
+    ("rate2", -1.0, r"reweighting.rate2 must be >= 0, got -1.0"),
     ("limit", 1.0, r"reweighting.limit must be in \[0, 1\) .*got 1.0"),
 ])
 def test_bad_values_are_one_line_errors(key, value, message):
