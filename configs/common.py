@@ -54,6 +54,9 @@ def base():
   c.data.imbalance.ratio = 1.0        # n_max / n_min
   c.data.imbalance.seed = 0
   c.data.imbalance.n_max = 0          # 0 = the largest class of the split
+  # Validation split: the last N images of every class held out of training,
+  # before any long-tailing (official/data/holdout.py; docs/class_fairness.md).
+  c.data.validation_per_class = 0
 
   c.model = mlc.ConfigDict({"name": "resnet18"})
 
@@ -120,6 +123,10 @@ def base():
   # highest loss under this SavedModel (e.g. RUN/export of plain AT).
   c.eval.reference_export = ""
   c.eval.reference_loss = "pgd20"    # pgd20 | natural: the ranking loss
+  # Which weights are exported and evaluated: last (the final epoch's) |
+  # best_val (the epoch best on validation PGD-10 at the training epsilon;
+  # needs data.validation_per_class > 0; official/core/selection.py).
+  c.eval.select = "last"
   return c
 
 

@@ -15,6 +15,7 @@ from official.core import callbacks
 from official.core import cluster
 from official.core import export as export_lib
 from official.core import precision
+from official.core import selection
 from official.core import trainer as trainer_lib
 from official.core import workdir as workdir_lib
 from official.data import registry as data_registry
@@ -22,6 +23,7 @@ from official.evaluation import margins as margins_lib
 from official.evaluation import reports
 from official.evaluation import robustness
 from official.evaluation import tail_examples
+from official.evaluation import validation as validation_lib
 from official.modeling import objectives
 from official.modeling import registry as model_registry
 from official.reweighting import base as method_base
@@ -186,6 +188,7 @@ def validate(config):
   if not 0.0 < tail <= 1.0:
     raise ValueError(f"eval.tail_fraction must be in (0, 1], got {tail}")
   robustness.attack_specs(config.eval)
+  selection.check(config)  # eval.select; a validation split where needed
   reports.check_names(config.eval.reports)
   if "tail_examples" in config.eval.reports:  # its reference must exist now
     tail_examples.check(config.eval)
@@ -255,6 +258,7 @@ def prepare(config, workdir, allow_changes=()):
           keep=int(config.checkpoints_to_keep))
       initial_epoch = checkpointer.restore_latest()
     if chief:
+      selection.check_record(config, workdir, initial_epoch)
       _write_run_files(resolved, workdir, fingerprint)
   except BaseException:
     if chief:
@@ -316,6 +320,7 @@ def _fit(run):
   say(f"Training epochs {run.initial_epoch + 1}-{epochs} "
       f"({run.data.steps_per_epoch} steps each); the first step traces and "
       "compiles the training attack")
+  hooks = epoch_context(run)
   trainer.fit(
       cluster.train_dataset(run.strategy, run.data, run.initial_epoch, epochs),
       epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
@@ -324,11 +329,14 @@ def _fit(run):
       callbacks=[
           callbacks.Progress(epochs, run.data.steps_per_epoch,
                              live=sys.stdout.isatty()),
-          callbacks.MethodEpochHooks(trainer.method, epoch_context(run)),
+          callbacks.MethodEpochHooks(trainer.method, hooks),
       ] + ([averaging.AveragingCallback(trainer.averager, trainer.method)]
            if trainer.averager is not None else []) + [
           callbacks.CheckpointCallback(run.checkpointer),
       ] + ([  # other workers write no summaries
+          # after the checkpoint
+          *selection.callbacks(run, hooks.validation,
+                               lambda: build_network(run.config, run.data)),
           callbacks.TensorBoard(os.path.join(workdir, "tb")),
           callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
                                    run.data.train_ids),
@@ -338,10 +346,19 @@ def _fit(run):
 
 def epoch_context(run):
   """What the method's epoch hooks see (reweighting/base.py: EpochContext)."""
+  validation = None
+  if len(run.data.validation_ids):
+    # Mirrored: batches split over the replicas; multi-worker: each worker
+    # evaluates alone (same weights and seeds: the same numbers everywhere).
+    validation = validation_lib.Validator(
+        run.trainer.network, run.data, seed=int(run.config.seed),
+        jit_compile=use_xla(run.config.xla),
+        strategy=run.strategy if run.config.distribute == "mirrored" else None,
+        inference_logits=run.trainer.method.inference_logits)
   return method_base.EpochContext(
       network=run.trainer.network, data=run.data, config=run.config,
       strategy=run.strategy, seed=int(run.config.seed),
-      jit_compile=use_xla(run.config.xla))
+      jit_compile=use_xla(run.config.xla), validation=validation)
 
 
 def train_and_evaluate(run):
@@ -364,10 +381,11 @@ def train_and_evaluate(run):
     run.checkpointer.check_finite(f"(weights after epoch {epochs})")
     run.weights = evaluated_weights(run)
     trainer.method.save_artifacts(workdir)
+    selected = selection.select(run, epochs)  # eval.select: loads the weights
     say(f"Exporting the network to {os.path.join(workdir, 'export')}")
     export_lib.export(trainer.network, os.path.join(workdir, "export"),
                       trainer.method.inference_logits)
-    results = evaluate(run)
+    results = evaluate(run, selected)
     workdir_lib.mark_done(workdir, {
         "epochs": epochs,
         "accuracy": {name: results[name]["accuracy"]
@@ -443,7 +461,8 @@ def deployed_logits_fn(run):
   return lambda x: model(x, training=False)  # noqa: E731
 
 
-def evaluate(run):
+def evaluate(run, selected=None):
+  """eval.json: the attacks, the reports and `selected` (eval.select)."""
   config = run.config
   say(f"Evaluating on the test split: {', '.join(config.eval.attacks)}")
   logits_fn = deployed_logits_fn(run)
@@ -471,6 +490,8 @@ def evaluate(run):
   # Which weights these are (last, or an average: core/averaging.py).
   results["weights"] = getattr(run, "weights", None) or {
       "averaging": "none", "evaluated": "last"}
+  if selected is not None:  # eval.select (core/selection.py)
+    results["selection"] = selected
   path = os.path.join(run.workdir, "eval.json")
   with open(path + ".tmp", "w") as f:
     json.dump(results, f, indent=2)

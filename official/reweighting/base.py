@@ -87,6 +87,12 @@ class EpochContext:
   strategy: object           # tf.distribute strategy of the run
   seed: int
   jit_compile: bool
+  # validation(spec, epoch) -> evaluation/validation.py ValidationResult: the
+  # current network on the validation split (data.validation_per_class) under
+  # an AttackSpec, per class (clean / robust accuracy, mean CE and KL);
+  # `epoch`: epochs its weights have completed (random starts, cache). None
+  # without a validation split.
+  validation: Optional[Callable] = None
 
 
 class Method:
@@ -103,6 +109,14 @@ class Method:
     self.cfg = cfg
     self.config = config
     self.data = data
+
+  @classmethod
+  def needs_validation(cls, cfg):
+    """Whether, with this config.reweighting, its epoch hooks use
+    run.validation (FRL, WAT, CFA's FAWA): the run then needs
+    data.validation_per_class > 0 (checked before any data is loaded)."""
+    del cfg
+    return False
 
   def build_state(self):
     """Creates state variables; returns {name: tf.Variable or PerExampleMemory}."""

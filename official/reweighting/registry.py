@@ -2,14 +2,17 @@
 from official.reweighting import arow
 from official.reweighting import at_bsl
 from official.reweighting import base
+from official.reweighting import cfa
 from official.reweighting import class_weights
 from official.reweighting import done
+from official.reweighting import frl
 from official.reweighting import gairat
 from official.reweighting import iaat
 from official.reweighting import lrat
 from official.reweighting import mail
 from official.reweighting import robal
 from official.reweighting import srat
+from official.reweighting import wat
 from official.reweighting import weat
 
 METHODS = {
@@ -25,6 +28,9 @@ METHODS = {
     "weat": weat.WEAT,
     "robal": robal.RoBal,
     "at_bsl": at_bsl.ATBSL,
+    "frl": frl.FRL,
+    "wat": wat.WAT,
+    "cfa": cfa.CFA,
 }
 
 
