@@ -43,6 +43,7 @@ def get_config(arg=None):
   c.reweighting = common.mlc.ConfigDict({
       "name": "weat",
       "variant": "nat",       # nat (WEAT_nat) | adv (WEAT_adv)
+      "normalize": False,     # True: mean 1 over the batch (an ablation)
   })
   return common.apply_presets(c, arg, {"adv": adv, "digits": small_scale,
                                        "mnist10k": small_scale})

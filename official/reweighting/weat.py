@@ -30,6 +30,12 @@ reproduced: momentum stays 0.9); the official code keeps the model best on a
 validation set of synthesised images after epoch 90 (not reproduced: the
 last weights are evaluated). The weights act from the first step (no burn-in).
 softplus(|E|) is log(1 + exp(|E|)) computed without overflow.
+
+`normalize: true` (not in the paper; off by default) rescales the weights to
+mean 1 over the global batch: the official weights average ~1/log(1 + K)
+while the logits are small (0.42 for K = 10 at a zero-initialised head), so
+they also scale the learning rate down; normalised, only their relative
+sizes act (an ablation that separates the two).
 """
 import tensorflow as tf
 
@@ -62,6 +68,7 @@ class WEAT(base.Method):
                        f"objective.name=trades, got {config.objective.name!r}")
     self.variant = base.check_choice("reweighting.variant",
                                      cfg.get("variant", "nat"), VARIANTS)
+    self.normalize = bool(cfg.get("normalize", False))
 
   def build_state(self):
     # The last energy of every example: a histogram per epoch (NaN = unseen).
@@ -77,6 +84,8 @@ class WEAT(base.Method):
 
   def weights(self, ctx):
     w = energy_weights(ctx.natural_logits)  # the step stops its gradient
+    if self.normalize:
+      w = gairat.normalise(w, ctx.global_batch_size)
     return {"nat": w, "kl": w}
 
   def metrics(self, ctx, weights):

@@ -21,10 +21,11 @@ ADV = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
 LABELS = np.array([0, 1, 2], np.int32)
 
 
-def _method(variant="nat", objective="trades"):
+def _method(variant="nat", objective="trades", normalize=False):
   config = types.SimpleNamespace(objective=types.SimpleNamespace(name=objective))
   data = types.SimpleNamespace(num_ids=8, train_ids=np.arange(8))
-  m = weat.WEAT({"variant": variant}, config=config, data=data)
+  m = weat.WEAT({"variant": variant, "normalize": normalize}, config=config,
+                data=data)
   m.build_state()
   return m
 
@@ -48,6 +49,10 @@ def test_energy_and_weights_by_hand():
   assert set(w) == {"nat", "kl"}
   np.testing.assert_allclose(w["nat"].numpy(), expected, rtol=1e-6)
   np.testing.assert_array_equal(w["nat"].numpy(), w["kl"].numpy())
+  # normalize: mean 1 over the batch, the same ratios.
+  normalised = _method(normalize=True).weights(_ctx())["kl"].numpy()
+  np.testing.assert_allclose(normalised, np.array(expected) * 3 / sum(expected),
+                             rtol=1e-6)
   # Positive energies weigh by |E| too (softplus of |E|, no overflow).
   np.testing.assert_allclose(
       weat.energy_weights(tf.constant([[-200.0, -200.0]])).numpy(),
