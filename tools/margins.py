@@ -146,7 +146,8 @@ def main(argv):
   text = stats_table(pooled)
   with open(prefix + ".md", "w") as f:
     f.write(text + "\n")
-  plot(pooled, prefix + ".png", title=f"{root}: logit margins, natural vs PGD-20")
+  plot(pooled, prefix + ".png", title=f"{os.path.basename(os.path.normpath(root))}: "
+       "logit margins, natural vs PGD-20 (beyond the axis: piled at its ends)")
   print(text)
   print(f"wrote {prefix}.md and {prefix}.png")
 
