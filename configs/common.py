@@ -235,4 +235,9 @@ def apply_presets(c, arg, method_presets=None):
     t = t if t in method_presets else PRESET_FAMILY.get(t, t)
     if t in method_presets:
       method_presets[t](c)
+  # Your own keras.Model: --config.model.name=custom
+  # --config.model.builder=FILE.py:FUNCTION (official/modeling/custom.py);
+  # empty, it is dropped from the recorded config (experiment.resolve).
+  if "builder" not in c.model:
+    c.model.builder = ""
   return c

@@ -13,6 +13,7 @@ from official.common import checks
 from official.core import callbacks
 from official.core import cluster
 from official.core import export as export_lib
+from official.core import hparams
 from official.core import precision
 from official.core import trainer as trainer_lib
 from official.core import workdir as workdir_lib
@@ -20,6 +21,7 @@ from official.data import registry as data_registry
 from official.evaluation import reports
 from official.evaluation import robustness
 from official.evaluation import tail_examples
+from official.modeling import custom
 from official.modeling import objectives
 from official.modeling import registry as model_registry
 from official.reweighting import base as method_base
@@ -108,6 +110,8 @@ def resolve(config):
   if (config.data.imbalance.profile != "none"
       and "groups" not in config.eval.reports):
     config.eval.reports = tuple(config.eval.reports) + ("groups",)
+  # model.name=custom: the builder's absolute path and file hash (identity).
+  config.model = custom.resolve(config.model)
   return config
 
 
@@ -175,6 +179,7 @@ def prepare(config, workdir, allow_changes=()):
       network = build_network(config, data)
       method = method_registry.build_method(config.reweighting, config=config,
                                             data=data)
+      custom.check_features(network, method)  # a custom model without them
       trainer = trainer_lib.AdversarialTrainer(
           network, objective=objective,
           coefficients=objective.coefficients(config.objective),
@@ -221,7 +226,7 @@ def build_network(config, data):
                                       data.num_classes, seed=int(config.seed))
   except ValueError as e:
     h, w = data.image_shape[:2]
-    if min(h, w) >= 32:
+    if min(h, w) >= 32 or config.model.name == custom.NAME:
       raise
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f"images of {h}x{w} pixels are too small for "
@@ -380,6 +385,7 @@ def evaluate(run):
     json.dump(results, f, indent=2)
   os.replace(path + ".tmp", path)
   robustness.write_summaries(results, os.path.join(run.workdir, "tb", "eval"))
+  hparams.write_run(run.workdir, results)  # the HParams dashboard's row
   for name in config.eval.attacks:
     r = results[name]
     logging.info("%-8s accuracy %.4f  worst class %.4f", name, r["accuracy"],
