@@ -112,12 +112,12 @@ def _loader(name, splits):
 
 
 class _Timer(keras.callbacks.Callback):
-  """Per-step wall times. Stops once `timed_seconds` (and MIN_STEPS) are
-  timed, or at MAX_STEPS, or when `stop_early(first timed step)` says so."""
+  """Per-step wall times; stops once `timed_seconds` (and MIN_STEPS) are
+  timed, or at MAX_STEPS."""
 
-  def __init__(self, timed_seconds, stop_early=None):
+  def __init__(self, timed_seconds):
     super().__init__()
-    self.timed_seconds, self.stop_early = timed_seconds, stop_early
+    self.timed_seconds = timed_seconds
     self.ends = []
 
   def on_train_begin(self, logs=None):
@@ -127,9 +127,8 @@ class _Timer(keras.callbacks.Callback):
     float(np.asarray((logs or {}).get("loss", 0.0)).ravel()[0])  # sync
     self.ends.append(time.perf_counter())
     steps = self.steps()
-    if ((len(steps) == 1 and self.stop_early and self.stop_early(steps[0]))
-        or len(steps) >= MAX_STEPS
-        or (len(steps) >= MIN_STEPS and sum(steps) >= self.timed_seconds)):
+    if len(steps) >= MAX_STEPS or (len(steps) >= MIN_STEPS
+                                   and sum(steps) >= self.timed_seconds):
       self.model.stop_training = True
 
   def first(self):
@@ -139,11 +138,11 @@ class _Timer(keras.callbacks.Callback):
     return [float(t) for t in np.diff(self.ends)]
 
 
-def _fit_timed(run, epoch, timed_seconds, stop_early=None):
+def _fit_timed(run, epoch, timed_seconds):
   """(first step seconds, [timed step seconds]) at the start of `epoch`."""
   trainer = run.trainer
   trainer.optimizer.iterations.assign(epoch * trainer.steps_per_epoch)
-  timer = _Timer(timed_seconds, stop_early)
+  timer = _Timer(timed_seconds)
   # Always MAX_STEPS + 1 steps asked (the timer stops earlier): one shape of
   # fit() for every call.
   trainer.fit(cluster.train_dataset(run.strategy, run.data, epoch, epoch + 1),
@@ -183,18 +182,6 @@ def _rss():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB
 
 
-def timing_batch(seconds_per_example, budget, replicas, cap):
-  """The batch to time at: `cap` if a call on it takes at most `budget`,
-  else the largest replicas x 2^k that does (at least `replicas`)."""
-  affordable = budget / max(seconds_per_example, 1e-12)
-  if cap <= affordable:
-    return int(cap)
-  b = replicas
-  while b * 2 <= min(cap, affordable):
-    b *= 2
-  return b
-
-
 def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
         eval_seconds=EVAL_SECONDS):
   """Builds and times `config`; returns the report (see format_report)."""
@@ -211,9 +198,9 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
     if full_batch % replicas:
       raise ValueError(f"batch_size {full_batch} is not divisible by the "
                        f"{replicas} replicas of distribute={config.distribute}")
-    # Probe with one example per replica; the first timed step of a run
-    # sets the timing batch; a larger one means a rebuild at it (at most
-    # twice), else that run goes on timing.
+    # Built at one example per replica, the network's forward+backward pass
+    # is timed at that batch and a larger one (a + c * batch): the timing
+    # batch is the largest whose predicted step fits STEP_SECONDS.
     batch, build = replicas, time.perf_counter()
     run_ = _prepare(config, batch, splits, directory)
     build = time.perf_counter() - build
@@ -221,30 +208,24 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
     if full_batch > data.num_train:
       raise ValueError(f"batch_size {full_batch} is larger than num_train "
                        f"{data.num_train} of data.name {name!r}")
-    for attempt in range(3):
-      choose = lambda t, b=batch: timing_batch(  # noqa: E731
-          t / b, step_seconds, replicas, full_batch)
-      probe = _fit_timed(run_, 0, timed_seconds,
-                         stop_early=(lambda t: choose(t) > batch)
-                         if attempt < 2 else None)
-      wanted = choose(probe[1][0])
-      if wanted <= batch or attempt == 2:
-        break
+    eval_batch = int(config.data.eval_batch_size)
+    scaling = pass_model(run_.trainer.network, tuple(data.image_shape), 1,
+                         max(full_batch, eval_batch) // replicas)
+    passes = sum(s.steps for s in experiment.training_attacks(config, data)) + 3
+    a, c = scaling[:2]
+    per_replica = timing_batch_for(lambda b: passes * (a + c * b),
+                                   step_seconds, full_batch // replicas)
+    if per_replica * replicas != batch:  # rebuilt at the timing batch
       workdir_lib.release(directory)
       shutil.rmtree(directory, ignore_errors=True)
       del run_
-      batch, build = wanted, time.perf_counter()
+      batch, build = per_replica * replicas, time.perf_counter()
       run_ = _prepare(config, batch, splits, directory)
       build = time.perf_counter() - build
     training = _time_training(run_, config, batch, full_batch, data,
-                              timed_seconds, probe)
-    # A forward+backward pass per example, from the first phase's step.
-    passes = sum(s.steps for s in experiment.training_attacks(config, data)) + 3
-    per_example = training["phases"][0]["step_seconds_at_timing_batch"] / batch
-    scaling = _scaling(run_, data, per_example / passes, batch, full_batch,
-                       replicas, int(config.data.eval_batch_size))
+                              timed_seconds)
     training["scaling"] = scaling
-    if scaling and batch < full_batch:
+    if batch < full_batch:  # the per-example cost at the full batch
       ratio = per_example_ratio(scaling, batch // replicas,
                                 full_batch // replicas)
       training["batch_ratio"] = ratio
@@ -256,9 +237,8 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
                              + training["epoch_hooks_seconds"]
                              * int(config.epochs))
     report["training"] = training
-    report["evaluation"] = _time_evaluation(run_, config, data,
-                                            per_example / passes,
-                                            eval_seconds, scaling)
+    report["evaluation"] = _time_evaluation(run_, config, data, scaling,
+                                            eval_seconds)
     report["startup_seconds"] = (build + report["training"]["trace_seconds"]
                                  + report["evaluation"]["trace_seconds"])
     report["model"] = {"name": config.model.name,
@@ -292,8 +272,7 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
   return report
 
 
-def _time_training(run_, config, batch, full_batch, data, timed_seconds,
-                   probe=None):
+def _time_training(run_, config, batch, full_batch, data, timed_seconds):
   """Each phase's step time at the full batch, and the projection."""
   epochs = int(config.epochs)
   steps_per_epoch = data.num_train // full_batch
@@ -303,8 +282,7 @@ def _time_training(run_, config, batch, full_batch, data, timed_seconds,
          "trace_seconds": 0.0}
   for i, start in enumerate(phases):
     end = phases[i + 1] if i + 1 < len(phases) else epochs
-    first, steps = probe if (i == 0 and probe) else _fit_timed(
-        run_, start, timed_seconds)
+    first, steps = _fit_timed(run_, start, timed_seconds)
     median = float(np.median(steps))
     step = median * full_batch / batch
     out["trace_seconds"] += max(first - median, 0.0)
@@ -319,53 +297,57 @@ def _time_training(run_, config, batch, full_batch, data, timed_seconds,
   return out
 
 
-PASS_SECONDS = 2.0  # the largest pass timed for the batch-size correction
+PASS_SECONDS = 2.0  # the largest pass timed for the batch-size model
 
 
-def _scaling(run_, data, pass_per_example, batch, full_batch, replicas,
-             eval_batch):
-  """batch_scaling between the per-replica timing batch and the largest
-  power-of-two multiple of it whose pass takes at most PASS_SECONDS (towards
-  the full training or evaluation batch); None if nothing is scaled."""
-  small = max(batch // replicas, 1)
-  target = max(full_batch, eval_batch) // replicas
-  if target <= small:
-    return None
-  large = small
-  while (large * 2 <= target
-         and large * 2 * pass_per_example <= PASS_SECONDS):
-    large *= 2
-  large = max(large, min(2 * small, target))
-  return batch_scaling(run_.trainer.network, tuple(data.image_shape), small,
-                       large) + (small, large)
+def pass_model(network, image_shape, small, cap, pass_seconds=PASS_SECONDS):
+  """(a, c, small, large): one forward+backward pass of `network` on a batch
+  of b takes a + c * b seconds, fitted on the batches `small` and `large`
+  (the largest small * 2^k <= cap predicted to take at most pass_seconds;
+  each the faster of two calls after one that traces). On a CPU the
+  per-example cost falls with the batch: times measured at a reduced batch
+  are scaled to the full one with it (per_example_ratio)."""
 
+  @tf.function
+  def grad(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      total = tf.reduce_sum(network(x, training=False)[0])
+    return tape.gradient(total, x)
 
-def batch_scaling(network, image_shape, small, large):
-  """(a, c): seconds of one forward+backward pass of `network` on a batch of
-  b = a + c b, fitted on `small` and `large` (each timed after a traced call).
-  On a CPU the per-example cost falls with the batch; this is the correction
-  applied to times measured at a reduced batch."""
-  times = []
-  for b in (small, large):
+  def seconds(b):
     x = tf.random.uniform([b, *image_shape])
-
-    @tf.function
-    def grad(x):
-      with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(network(x, training=False)[0])
-      return tape.gradient(total, x)
     grad(x).numpy()
     calls = []
     for _ in range(2):  # the faster of two: the machine may be shared
       start = time.perf_counter()
       grad(x).numpy()
       calls.append(time.perf_counter() - start)
-    times.append(min(calls))
-  c = (times[1] - times[0]) / (large - small)
+    return min(calls)
+
+  t_small = seconds(small)
+  large = small
+  while large * 2 <= cap and t_small * large * 2 / small <= pass_seconds:
+    large *= 2
+  if large == small and cap > small:
+    large = small * 2
+  if large == small:
+    return 0.0, t_small / small, small, small
+  t_large = seconds(large)
+  c = (t_large - t_small) / (large - small)
   if c <= 0:  # noise: no correction (proportional scaling)
-    return 0.0, times[1] / large
-  return times[0] - c * small, c
+    return 0.0, t_large / large, small, large
+  return t_small - c * small, c, small, large
+
+
+def timing_batch_for(seconds_of, budget, cap):
+  """`cap` if seconds_of(cap) <= budget, else the largest 2^k that fits (>= 1)."""
+  if seconds_of(cap) <= budget:
+    return int(cap)
+  b = 1
+  while b * 2 <= cap and seconds_of(b * 2) <= budget:
+    b *= 2
+  return b
 
 
 def per_example_ratio(scaling, measured_batch, target_batch):
@@ -413,8 +395,7 @@ def _time_call(call, images, labels):
   return times[0], min(times[1:])
 
 
-def _time_evaluation(run_, config, data, pass_cost, eval_seconds,
-                     scaling=None):
+def _time_evaluation(run_, config, data, scaling, eval_seconds):
   """Per attack: seconds per example (timed or estimated) and projection.
 
   A per-batch attack of K steps (x restarts) is timed as is when a call on
@@ -430,8 +411,11 @@ def _time_evaluation(run_, config, data, pass_cost, eval_seconds,
   n_test = len(data.splits.y_test)
   n_eval = min(int(config.eval.max_examples or 0) or n_test, n_test)
   n_aa = min(int(config.eval.autoattack_max_examples or 0) or n_eval, n_test)
-  batch = timing_batch(3 * pass_cost, eval_seconds / 20, replicas,
-                       int(config.data.eval_batch_size))
+  a, c = scaling[:2]
+  pass_seconds = lambda b: a + c * b  # noqa: E731  (per-replica batch b)
+  batch = replicas * timing_batch_for(
+      lambda b: 3 * pass_seconds(b), eval_seconds / 20,
+      int(config.data.eval_batch_size) // replicas)
   first = next(iter(data.test()))
   batch = max(replicas, min(batch, first["label"].shape[0] // replicas
                             * replicas))
@@ -440,7 +424,7 @@ def _time_evaluation(run_, config, data, pass_cost, eval_seconds,
   # What evaluate() runs at: batches of eval.batch_size (at most n_eval).
   full = min(int(config.data.eval_batch_size), n_eval)
   ratio = (per_example_ratio(scaling, batch // replicas, full // replicas)
-           if scaling and batch < full else 1.0)
+           if batch < full else 1.0)
   out = {"timing_batch": batch, "examples": n_eval, "attacks": [],
          "trace_seconds": 0.0, "batch_ratio": ratio}
   verbosity = logging.get_verbosity()
@@ -450,7 +434,7 @@ def _time_evaluation(run_, config, data, pass_cost, eval_seconds,
         _batch_call(logits_fn, None, strategy, jit), images, labels)
     out["trace_seconds"] += max(first_call - forward, 0.0)
     forward *= ratio / batch
-    grad = None  # seconds per attack step per example
+    grad, grad_rank = None, None  # seconds per attack step per example
     timed = {}
     for name, spec in specs.items():
       if spec is None or isinstance(spec, robustness.AutoAttackSpec):
@@ -458,20 +442,21 @@ def _time_evaluation(run_, config, data, pass_cost, eval_seconds,
       steps = _steps(spec)
       short = spec
       for k in (4, 2):  # as is if affordable, else 4 or 2 steps
-        if (_steps(short) + 1) * pass_cost * batch > eval_seconds / 10 and (
-            steps > k):
+        if (_steps(short) + 1) * pass_seconds(batch // replicas) > (
+            eval_seconds / 10) and steps > k:
           short = dataclasses.replace(spec, steps=k, restarts=1)
       first_call, seconds = _time_call(
           _batch_call(logits_fn, short, strategy, jit), images, labels)
       out["trace_seconds"] += max(first_call - seconds, 0.0)
       per_step = max(seconds * ratio / batch - forward, 0.0) / _steps(short)
-      if steps > 1 and (grad is None or short is spec):
-        grad = per_step
+      rank = (short is spec, steps)  # the longest attack timed as is
+      if steps > 1 and (grad is None or rank > grad_rank):
+        grad, grad_rank = per_step, rank
       timed[name] = (forward + steps * per_step,
                      "timed" if short is spec else
                      f"timed at {_steps(short)} of {steps} steps, "
                      "extrapolated")
-    grad = grad if grad is not None else pass_cost
+    grad = grad if grad is not None else pass_seconds(1)
   finally:
     logging.set_verbosity(verbosity)
   for name, spec in specs.items():

@@ -1,5 +1,6 @@
 """modeling/custom.py: your own keras.Model as model.name=custom, with every method."""
 import hashlib
+import json
 import os
 import textwrap
 
@@ -231,3 +232,73 @@ def test_two_replicas_equal_one_device(builders, tmp_path, method):
     assert sep > 0
     np.testing.assert_allclose(
         sep, two.trainer.trackers["term/sep"].result().numpy(), rtol=1e-4)
+
+
+_CLI_SMALL = ["--config.epochs=1", "--config.batch_size=32",
+              "--config.attack.steps=2",
+              "--config.eval.attacks=('natural','pgd20')",
+              "--config.eval.max_examples=100", "--config.eval.pgd_steps=5",
+              "--config.eval.reports=()", "--config.data.eval_batch_size=50"]
+
+
+def _snapshot(workdir):
+  import glob
+  return {p: (os.path.getsize(p), os.path.getmtime(p))
+          for p in glob.glob(os.path.join(workdir, "**"), recursive=True)}
+
+
+def test_cli_trains_a_builder_file_and_refuses_it_edited(builders, tmp_path):
+  workdir = str(tmp_path / "run")
+  args = ["--config=configs/at.py:digits", "--config.model.name=custom",
+          f"--config.model.builder={builders}:build", *_CLI_SMALL,
+          f"--workdir={workdir}"]
+  proc = helpers.train_cli(args)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "Building custom, objective at, method none" in proc.stdout
+  recorded = json.load(open(os.path.join(workdir, "config.json")))["model"]
+  assert recorded == {"name": "custom", "builder": f"{builders}:build",
+                      "builder_sha256": hashlib.sha256(
+                          BUILDERS.encode()).hexdigest()}
+  done = json.load(open(os.path.join(workdir, "done.json")))
+  assert set(done["accuracy"]) == {"natural", "pgd20"}
+  assert os.path.exists(os.path.join(workdir, "export", "saved_model.pb"))
+  assert os.path.isdir(os.path.join(workdir, "tb", "hparams"))
+
+  # The builder file edited: resuming is a config change, refused.
+  with open(builders, "a") as f:
+    f.write("\n# an edit\n")
+  before = _snapshot(workdir)
+  again = args[:-1] + ["--config.epochs=2", f"--workdir={workdir}"]
+  proc = helpers.train_cli(again)
+  assert proc.returncode == 2
+  errors = helpers.error_lines(proc)
+  assert len(errors) == 1 and errors[0].startswith(
+      f"error: {workdir} holds checkpoints of another config: "
+      "model.builder_sha256 ("), proc.stderr[-2000:]
+  assert errors[0].endswith("--allow_config_change=model.builder_sha256")
+  assert _snapshot(workdir) == before
+  # ... unless allowed.
+  proc = helpers.train_cli(again + ["--allow_config_change=model.builder_sha256"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"Resuming {workdir} from epoch 1" in proc.stdout
+
+
+def test_cli_names_the_method_that_needs_features(builders, tmp_path):
+  proc = helpers.train_cli([
+      "--config=configs/srat.py:digits", "--config.model.name=custom",
+      f"--config.model.builder={builders}:two_heads", *_CLI_SMALL,
+      f"--workdir={tmp_path / 'w'}"])
+  assert proc.returncode == 2
+  assert helpers.error_lines(proc) == [
+      f"error: reweighting.name=srat needs the model's features "
+      f"(Method.needs_features: the input of the last layer), but "
+      f"model.builder '{builders}:two_heads' exposes none: its last layer "
+      f"'add' has 2 inputs; end the model with a layer of one input (e.g. "
+      f"Dense on the feature vector)"]
+  assert not os.path.exists(tmp_path / "w")
+  proc = helpers.train_cli(["--config=configs/at.py:digits",
+                            f"--config.model.builder={builders}:build",
+                            f"--workdir={tmp_path / 'w'}"])
+  assert helpers.error_lines(proc) == [
+      "error: model.builder is read only by model.name=custom, got "
+      "model.name='small_cnn'; add --config.model.name=custom"]
