@@ -13,10 +13,11 @@ added a report. Every directory below --root holding a config.json is a run;
 a finished one (DIR/done.json; or, from before done.json, eval.json and an
 export without a lock) gets its DIR/tb/hparams (re)written, an unfinished one
 is skipped with a note. `--experiment` also writes the experiment summary at
---root: the keys that differ between the runs found (plus data, model,
-objective, method, seed, epochs) and their metrics with readable names, a
-tidier dashboard than TensorBoard's own inference (every key); rerun it after
-adding runs. A bad --root, or no finished run under it, ends with one
+--root: the keys that differ between the runs found (listed and shown
+first; plus objective, method and seed) and their metrics with readable
+names, a tidier dashboard than TensorBoard's own inference (every key);
+rerun it after adding runs, and restart a running TensorBoard (it keeps the
+experiment it read first). A bad --root, or no finished run under it, ends with one
 `error:` line (exit 2).
 """
 import os

@@ -25,9 +25,9 @@ reweighting.*, AutoAttack columns of some runs only). Without one, it infers
 the experiment from the sessions: the union of their keys and metrics. For a
 tidier table, `tools.hparams --root=ROOT --experiment` writes one at ROOT
 (`write_experiment`) for the runs found there: every key that differs between
-them plus IDENTITY_KEYS, and the metrics with readable names; rerun it after
-adding runs (a run it does not list still has its row, but only the columns
-it names are shown).
+them (listed and shown first) plus IDENTITY_KEYS, and the metrics with
+readable names; rerun it after adding runs (a run it does not list still has
+its row, but only the columns it names are shown).
 """
 import glob
 import json
@@ -38,14 +38,15 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import metadata as hp_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from official.core import workdir as workdir_lib
 
 SUBDIR = os.path.join("tb", "hparams")
 METRIC_FIELDS = ("accuracy", "worst_class")
-# Shown by write_experiment even when every run has the same value.
-IDENTITY_KEYS = ("data.name", "model.name", "objective.name",
-                 "reweighting.name", "seed", "epochs")
+# Listed by write_experiment even when every run has the same value (what
+# names a run of the protocol); other keys only when they differ.
+IDENTITY_KEYS = ("objective.name", "reweighting.name", "seed")
 # The AutoAttack-family reports tools.evaluate writes beside eval.json.
 _REPORTS = ("autoattack", "autoattack-fast", "apgd-ce", "apgd-dlr", "apgd-t",
             "fab-t", "square")
@@ -120,32 +121,49 @@ def metric_display_name(tag):
 
 def write_experiment(root, runs):
   """The experiment summary (hparams_config) at `root` for `runs`:
-  {workdir: (values, metrics)}. Replaces an earlier one written here."""
+  {workdir: (values, metrics)}. Replaces an earlier one written here.
+
+  Keys: those whose values differ between the runs that have them (marked
+  `differs`: the dashboard lists, and shows by default, those first), then
+  IDENTITY_KEYS. Returns (keys, metric tags).
+  """
   for path in glob.glob(os.path.join(root, f"events.out.tfevents.*"
                                            f"{_EXPERIMENT_SUFFIX}")):
     os.remove(path)
-  keys = sorted({k for values, _ in runs.values() for k in values})
-  shown = [k for k in keys if k in IDENTITY_KEYS or len(
-      {json.dumps(v.get(k, None)) for v, _ in runs.values()}) > 1]
+  seen = {}
+  for values, _ in runs.values():
+    for key, value in values.items():
+      seen.setdefault(key, []).append(value)
+  differing = {k for k, v in seen.items()
+               if len({json.dumps(x) for x in v}) > 1}
+  keys = sorted(k for k in seen if k in differing or k in IDENTITY_KEYS)
   hparams = []
-  for key in shown:
-    seen = [v[key] for v, _ in runs.values() if key in v]
-    if all(isinstance(s, (int, float)) and not isinstance(s, bool)
-           for s in seen):
-      domain = hp.RealInterval(float(min(seen)), float(max(seen)))
-    elif all(isinstance(s, bool) for s in seen):
-      domain = hp.Discrete(sorted(set(seen)))
+  for key in keys:
+    values = seen[key]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool)
+           for v in values):
+      domain = hp.RealInterval(float(min(values)), float(max(values)))
+    elif all(isinstance(v, bool) for v in values):
+      domain = hp.Discrete(sorted(set(values)))
     else:  # mixed types are shown as text, as TensorBoard infers them
-      domain = hp.Discrete(sorted({str(s) for s in seen}))
+      domain = hp.Discrete(sorted({str(v) for v in values}))
     hparams.append(hp.HParam(key, domain))
-  tags = sorted({t for _, metrics in runs.values() for t in metrics})
+  tags = []  # in eval.attacks order (natural first), as the runs list them
+  for _, metrics in runs.values():
+    tags += [t for t in metrics if t not in tags]
   metrics = [hp.Metric(t, display_name=metric_display_name(t)) for t in tags]
+  pb = hp.hparams_config_pb(hparams=hparams, metrics=metrics)
+  plugin = pb.value[0].metadata.plugin_data
+  data = plugin_data_pb2.HParamsPluginData.FromString(plugin.content)
+  for info in data.experiment.hparam_infos:
+    info.differs = info.name in differing
+  plugin.content = data.SerializeToString()
   writer = tf.summary.create_file_writer(root,
                                          filename_suffix=_EXPERIMENT_SUFFIX)
   with writer.as_default():
-    hp.hparams_config(hparams=hparams, metrics=metrics)
+    tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
   writer.close()
-  return shown, tags
+  return keys, tags
 
 
 def read(logdir):
@@ -170,6 +188,8 @@ def read(logdir):
                 plugin.content)
             out["experiment"] = {
                 "hparams": [h.name for h in experiment.hparam_infos],
+                "differs": [h.name for h in experiment.hparam_infos
+                            if h.differs],
                 "metrics": [m.name.tag for m in experiment.metric_infos]}
         elif value.HasField("tensor"):
           out["metrics"][value.tag] = float(tf.make_ndarray(value.tensor))
