@@ -14,29 +14,43 @@ CPU (WRN-34-10 configs), it answers "what will this run cost here?":
    training attacks, method, optimizer and trainer, with the dataset's
    loader swapped for the synthetic one, in a throwaway directory under
    $TMPDIR that is deleted at the end (its --workdir is never touched).
-3. Training steps are timed by `fit()` on those batches, after a first step
-   that traces: at the config's batch if a step takes at most STEP_SECONDS
-   (else at the largest power-of-two fraction of it that does, at least one
-   example per replica; the time is then scaled linearly to the full batch,
-   which on a CPU over-states a little, per-example cost falling with the
-   batch; on a GPU much more), at the start of each phase whose step costs
-   differently (`Method.extra_passes_epoch`: LRAT's burn-in; IAAT's
-   `warmup_epochs`). The method's epoch hooks are timed once.
-4. One evaluation batch per attack of config.eval.attacks is timed with
-   `robustness.evaluate` (a first call traces, the second is timed). The
-   AutoAttack family is not run: its cost per example is estimated from the
-   measured cost of one forward+backward pass (the timed PGD-type attack with
-   the most steps, per step) and its members' pass counts (AUTOATTACK_PASSES:
-   100 APGD iterations, x9 target classes for APGD-T and FAB-T, 5,000 Square
-   queries): an UPPER bound, as if no point were broken before the last
-   member (real runs skip the points already broken). The eps_curve report
-   is estimated the same way (a PGD per radius on its examples).
-5. Projection: training = sum over phases of epochs x steps per epoch x the
-   step time at the full batch; evaluation = examples x the per-example cost
-   of each attack; plus the epoch hooks. Checkpoints and the export are left
-   out (seconds per epoch). Peak memory is the process's max RSS (and the
-   GPUs' peak from tf.config.experimental.get_memory_info), at the timing
-   batch.
+3. The timing batch. The network's forward+backward pass is timed on a
+   batch of 1 and of a larger power of two (per replica) and fitted as
+   a + c * batch seconds (`pass_model`). The timing batch is the config's
+   if a step (≈ attack steps + 3 passes) is predicted to take at most
+   STEP_SECONDS, else the largest power of two that is (at least one example
+   per replica): then prepare() runs again at it. Times measured at a
+   reduced batch are scaled to the full one by the batch ratio and by the
+   fitted per-example cost at the two batches (`per_example_ratio`: on a
+   CPU the per-example cost falls with the batch), held constant beyond the
+   larger batch timed: an upper estimate.
+4. Training steps are timed by `fit()` on those batches, after a first step
+   that traces (median of at least MIN_STEPS, TIMED_SECONDS of steps), at
+   the start of each phase whose step costs differently
+   (`Method.extra_passes_epoch`: LRAT's burn-in; IAAT's `warmup_epochs`).
+   The method's epoch hooks are timed once.
+5. Evaluation: per attack of config.eval.attacks, the call evaluate() makes
+   per batch (attack + forward, split over the replicas) is timed on one
+   batch of test images after a call that traces; an attack too dear to
+   run as is within EVAL_SECONDS / 10 is timed at 4 or 2 steps, plus the
+   median cost of one step (over the attacks timed: their time above the
+   clean forward / their steps) for each step left. The AutoAttack family is
+   not run: its cost per example is estimated from that step cost and the
+   forward's, times its members' pass counts
+   (`autoattack_passes`: 100 APGD iterations, x9 target classes for APGD-T
+   and FAB-T, 5,000 Square queries): an UPPER bound, as if no point were
+   broken before the last member (real runs skip the points already
+   broken). The eps_curve report is estimated the same way (a PGD per
+   radius on its examples).
+6. Projection: training = sum over phases of epochs x steps per epoch x the
+   step time at the full batch, plus the epoch hooks; evaluation = examples
+   x the per-example cost of each attack; plus the build and tracing time
+   measured here. Python/TensorFlow start-up, checkpoints and the export are
+   left out (seconds per epoch). Memory: the process's peak RSS at the
+   timing batch (and the GPUs' peak, tf.config.experimental.get_memory_info),
+   and an estimate at the full batch: weights, gradients and momentum, plus
+   every layer output per example (`activation_values`) x the training
+   forwards kept for the backward pass and one attack pass, in float32.
 """
 import contextlib
 import copy
@@ -50,8 +64,8 @@ import time
 
 import keras
 import numpy as np
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 from official.attacks import autoattack
 from official.attacks import pgd
@@ -351,10 +365,12 @@ def timing_batch_for(seconds_of, budget, cap):
 
 
 def per_example_ratio(scaling, measured_batch, target_batch):
-  """Per-example cost at target_batch / at measured_batch (<= 1 upwards)."""
-  a, c = scaling[:2]
+  """Per-example cost at target_batch / at measured_batch, by the fitted
+  a + c * batch; beyond the largest batch timed the per-example cost is held
+  constant (no extrapolation of the gain: an upper estimate)."""
+  a, c, _, large = scaling
   at = lambda b: (a + c * b) / b  # noqa: E731
-  return at(target_batch) / at(measured_batch)
+  return at(min(target_batch, large)) / at(min(measured_batch, large))
 
 
 def _time_hooks(run_):
@@ -434,29 +450,35 @@ def _time_evaluation(run_, config, data, scaling, eval_seconds):
         _batch_call(logits_fn, None, strategy, jit), images, labels)
     out["trace_seconds"] += max(first_call - forward, 0.0)
     forward *= ratio / batch
-    grad, grad_rank = None, None  # seconds per attack step per example
-    timed = {}
+    measured = {}  # name -> (timed spec, seconds per example)
     for name, spec in specs.items():
       if spec is None or isinstance(spec, robustness.AutoAttackSpec):
         continue
-      steps = _steps(spec)
       short = spec
       for k in (4, 2):  # as is if affordable, else 4 or 2 steps
         if (_steps(short) + 1) * pass_seconds(batch // replicas) > (
-            eval_seconds / 10) and steps > k:
+            eval_seconds / 10) and _steps(spec) > k:
           short = dataclasses.replace(spec, steps=k, restarts=1)
       first_call, seconds = _time_call(
           _batch_call(logits_fn, short, strategy, jit), images, labels)
       out["trace_seconds"] += max(first_call - seconds, 0.0)
-      per_step = max(seconds * ratio / batch - forward, 0.0) / _steps(short)
-      rank = (short is spec, steps)  # the longest attack timed as is
-      if steps > 1 and (grad is None or rank > grad_rank):
-        grad, grad_rank = per_step, rank
-      timed[name] = (forward + steps * per_step,
-                     "timed" if short is spec else
-                     f"timed at {_steps(short)} of {steps} steps, "
-                     "extrapolated")
-    grad = grad if grad is not None else pass_seconds(1)
+      measured[name] = (short, seconds * ratio / batch)
+    # One attack step per example: the median over the timed attacks of
+    # (time - clean forward) / steps; it extrapolates the attacks timed at
+    # fewer steps and prices the AutoAttack family and eps_curve.
+    per_steps = [max(t - forward, 0.0) / _steps(short)
+                 for short, t in measured.values()]
+    grad = (float(np.median(per_steps)) if per_steps else
+            pass_seconds(batch // replicas) * ratio / (batch // replicas))
+    timed = {}
+    for name, (short, t) in measured.items():
+      steps = _steps(specs[name])
+      if short is specs[name]:
+        timed[name] = (t, "timed")
+      else:
+        timed[name] = (t + (steps - _steps(short)) * grad,
+                       f"timed at {_steps(short)} of {steps} steps, "
+                       "+ the median step cost for the rest")
   finally:
     logging.set_verbosity(verbosity)
   for name, spec in specs.items():
