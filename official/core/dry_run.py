@@ -25,7 +25,8 @@ CPU (WRN-34-10 configs), it answers "what will this run cost here?":
    CPU the per-example cost falls with the batch), held constant beyond the
    larger batch timed: an upper estimate.
 4. Training steps are timed by `fit()` on those batches, after a first step
-   that traces (median of at least MIN_STEPS, TIMED_SECONDS of steps), at
+   that traces (the median of TIMED_SECONDS of steps, at least MIN_STEPS in
+   the first phase, one in later ones), at
    the start of each phase whose step costs differently
    (`Method.extra_passes_epoch`: LRAT's burn-in; IAAT's `warmup_epochs`).
    The method's epoch hooks are timed once.
@@ -51,6 +52,10 @@ CPU (WRN-34-10 configs), it answers "what will this run cost here?":
    and an estimate at the full batch: weights, gradients and momentum, plus
    every layer output per example (`activation_values`) x the training
    forwards kept for the backward pass and one attack pass, in float32.
+   On a shared machine the projection is what the run would take under the
+   current load: the process CPU time of the timed steps over their wall
+   time and the CPUs gives the share it had, and the projection scaled by
+   it a (lower-bound) figure for the machine to itself.
 """
 import contextlib
 import copy
@@ -129,19 +134,21 @@ class _Timer(keras.callbacks.Callback):
   """Per-step wall times; stops once `timed_seconds` (and MIN_STEPS) are
   timed, or at MAX_STEPS."""
 
-  def __init__(self, timed_seconds):
+  def __init__(self, timed_seconds, min_steps=MIN_STEPS):
     super().__init__()
-    self.timed_seconds = timed_seconds
+    self.timed_seconds, self.min_steps = timed_seconds, min_steps
     self.ends = []
 
   def on_train_begin(self, logs=None):
     self.start = time.perf_counter()
+    self.cpu = []
 
   def on_train_batch_end(self, batch, logs=None):
     float(np.asarray((logs or {}).get("loss", 0.0)).ravel()[0])  # sync
     self.ends.append(time.perf_counter())
+    self.cpu.append(time.process_time())  # this process, all its threads
     steps = self.steps()
-    if len(steps) >= MAX_STEPS or (len(steps) >= MIN_STEPS
+    if len(steps) >= MAX_STEPS or (len(steps) >= self.min_steps
                                    and sum(steps) >= self.timed_seconds):
       self.model.stop_training = True
 
@@ -151,18 +158,21 @@ class _Timer(keras.callbacks.Callback):
   def steps(self):
     return [float(t) for t in np.diff(self.ends)]
 
+  def cpu_steps(self):
+    return [float(t) for t in np.diff(self.cpu)]
 
-def _fit_timed(run, epoch, timed_seconds):
+
+def _fit_timed(run, epoch, timed_seconds, min_steps=MIN_STEPS):
   """(first step seconds, [timed step seconds]) at the start of `epoch`."""
   trainer = run.trainer
   trainer.optimizer.iterations.assign(epoch * trainer.steps_per_epoch)
-  timer = _Timer(timed_seconds)
+  timer = _Timer(timed_seconds, min_steps)
   # Always MAX_STEPS + 1 steps asked (the timer stops earlier): one shape of
   # fit() for every call.
   trainer.fit(cluster.train_dataset(run.strategy, run.data, epoch, epoch + 1),
               epochs=1, steps_per_epoch=MAX_STEPS + 1, verbose=0,
               shuffle=False, callbacks=[timer])
-  return timer.first(), timer.steps()
+  return timer.first(), timer.steps(), timer.cpu_steps()
 
 
 def _prepare(config, batch, splits, directory):
@@ -296,8 +306,13 @@ def _time_training(run_, config, batch, full_batch, data, timed_seconds):
          "trace_seconds": 0.0}
   for i, start in enumerate(phases):
     end = phases[i + 1] if i + 1 < len(phases) else epochs
-    first, steps = _fit_timed(run_, start, timed_seconds)
+    # Later phases: one timed step suffices once it is TIMED_SECONDS long.
+    first, steps, cpu = _fit_timed(run_, start, timed_seconds,
+                                   MIN_STEPS if i == 0 else 1)
     median = float(np.median(steps))
+    if i == 0:  # the share of the CPUs the timed steps had (shared machine)
+      cpus = os.cpu_count() or 1
+      out["cpu_share"] = min(1.0, sum(cpu) / (sum(steps) * cpus))
     step = median * full_batch / batch
     out["trace_seconds"] += max(first - median, 0.0)
     out["phases"].append({
@@ -646,5 +661,12 @@ def format_report(report):
       + (f", on {s['replicas']} replicas ({duration(report['total_seconds'] * s['replicas'])}"
          " of device time)" if s["replicas"] > 1 else ", on 1 device")
       + "; Python and TensorFlow start-up, checkpoints and export not included")
+  share = t.get("cpu_share", 1.0)
+  if share < 0.8:
+    lines.append(
+        f"  The timed steps had {100 * share:.0f}% of the {machine['cpus']} "
+        f"CPUs (process CPU time / wall time / CPUs): with the machine to "
+        f"itself, about {duration(report['total_seconds'] * share)} (a lower "
+        "bound: TensorFlow may not keep every CPU busy)")
   lines.append(f"(dry run took {report['elapsed_seconds']:.0f} s)")
   return "\n".join(lines)
