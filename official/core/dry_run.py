@@ -53,9 +53,10 @@ CPU (WRN-34-10 configs), it answers "what will this run cost here?":
    every layer output per example (`activation_values`) x the training
    forwards kept for the backward pass and one attack pass, in float32.
    On a shared machine the projection is what the run would take under the
-   current load: the process CPU time of the timed steps over their wall
-   time and the CPUs gives the share it had, and the projection scaled by
-   it a (lower-bound) figure for the machine to itself.
+   current load: the process CPU time of the timed steps (and eval calls)
+   over their wall time and the CPUs gives the share they had, and each
+   part scaled by its share a (lower-bound) figure for the machine to
+   itself. Repeated eval calls keep the fastest (least disturbed).
 """
 import contextlib
 import copy
@@ -290,6 +291,12 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
   report["total_seconds"] = (report["training"]["seconds"]
                              + report["evaluation"]["seconds"]
                              + report["startup_seconds"])
+  # With the machine to itself: each part at the CPU share it was timed with.
+  t, e = report["training"], report["evaluation"]
+  report["alone_seconds"] = (
+      sum(p["seconds"] * p["cpu_share"] for p in t["phases"])
+      + t["epoch_hooks_seconds"] * int(config.epochs)
+      + e["seconds"] * e["cpu_share"] + report["startup_seconds"])
   report["elapsed_seconds"] = time.perf_counter() - started
   report["machine"] = {"cpus": os.cpu_count(), "load": list(os.getloadavg()),
                        "gpus": len(tf.config.list_physical_devices("GPU"))}
@@ -310,16 +317,15 @@ def _time_training(run_, config, batch, full_batch, data, timed_seconds):
     first, steps, cpu = _fit_timed(run_, start, timed_seconds,
                                    MIN_STEPS if i == 0 else 1)
     median = float(np.median(steps))
-    if i == 0:  # the share of the CPUs the timed steps had (shared machine)
-      cpus = os.cpu_count() or 1
-      out["cpu_share"] = min(1.0, sum(cpu) / (sum(steps) * cpus))
     step = median * full_batch / batch
     out["trace_seconds"] += max(first - median, 0.0)
     out["phases"].append({
         "start_epoch": start, "epochs": end - start, "first_step": first,
         "timed_steps": len(steps), "step_seconds_at_timing_batch": median,
         "step_seconds": step, "examples_per_second": full_batch / step,
-        "seconds": (end - start) * steps_per_epoch * step})
+        "seconds": (end - start) * steps_per_epoch * step,
+        # the share of the CPUs the timed steps had (a shared machine)
+        "cpu_share": _share(sum(cpu), sum(steps))})
   hooks = _time_hooks(run_)
   out["epoch_hooks_seconds"] = hooks
   out["seconds"] = sum(p["seconds"] for p in out["phases"]) + hooks * epochs
@@ -415,15 +421,25 @@ def _batch_call(logits_fn, spec, strategy, jit_compile):
   return autoattack.replicated(correct, strategy, function=True)
 
 
-def _time_call(call, images, labels):
-  """(first call seconds, later call seconds): the first traces; the later
-  is the faster of two calls when one takes under a second."""
+def _share(cpu_seconds, wall_seconds):
+  """Process CPU time / wall time / CPUs: the share of the machine it had."""
+  return min(1.0, cpu_seconds / max(wall_seconds * (os.cpu_count() or 1),
+                                    1e-9))
+
+
+def _time_call(call, images, labels, budget=2.0, most=5):
+  """(first call seconds, fastest later call seconds, its CPU share): the
+  first call traces; later ones repeat (at most `most`) while they add up to
+  under `budget` seconds, the fastest being the least disturbed by other
+  processes on a shared machine."""
   times = []
-  while len(times) < 2 or (len(times) < 3 and times[1] < 1.0):
-    start = time.perf_counter()
+  while len(times) < 2 or (len(times) <= most
+                           and sum(t for t, _ in times[1:]) < budget):
+    start, cpu = time.perf_counter(), time.process_time()
     np.asarray(call((images, labels), (tf.constant(0, tf.int64),)))
-    times.append(time.perf_counter() - start)
-  return times[0], min(times[1:])
+    times.append((time.perf_counter() - start, time.process_time() - cpu))
+  wall, cpu = min(times[1:])
+  return times[0][0], wall, _share(cpu, wall)
 
 
 def _time_evaluation(run_, config, data, scaling, eval_seconds):
@@ -461,8 +477,9 @@ def _time_evaluation(run_, config, data, scaling, eval_seconds):
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # TF's "N retracings" note per attack
   try:
-    first_call, forward = _time_call(
+    first_call, forward, share = _time_call(
         _batch_call(logits_fn, None, strategy, jit), images, labels)
+    shares = [share]
     out["trace_seconds"] += max(first_call - forward, 0.0)
     forward *= ratio / batch
     measured = {}  # name -> (timed spec, seconds per example)
@@ -474,8 +491,9 @@ def _time_evaluation(run_, config, data, scaling, eval_seconds):
         if (_steps(short) + 1) * pass_seconds(batch // replicas) > (
             eval_seconds / 10) and _steps(spec) > k:
           short = dataclasses.replace(spec, steps=k, restarts=1)
-      first_call, seconds = _time_call(
+      first_call, seconds, share = _time_call(
           _batch_call(logits_fn, short, strategy, jit), images, labels)
+      shares.append(share)
       out["trace_seconds"] += max(first_call - seconds, 0.0)
       measured[name] = (short, seconds * ratio / batch)
     # One attack step per example: the median over the timed attacks of
@@ -522,6 +540,7 @@ def _time_evaluation(run_, config, data, scaling, eval_seconds):
         f"x PGD-{config.eval.pgd_steps}", "examples": n_curve,
         "seconds_per_example": per_example, "seconds": per_example * n_curve})
   out["seconds"] = sum(a["seconds"] for a in out["attacks"])
+  out["cpu_share"] = float(np.median(shares))
   return out
 
 
@@ -661,12 +680,13 @@ def format_report(report):
       + (f", on {s['replicas']} replicas ({duration(report['total_seconds'] * s['replicas'])}"
          " of device time)" if s["replicas"] > 1 else ", on 1 device")
       + "; Python and TensorFlow start-up, checkpoints and export not included")
-  share = t.get("cpu_share", 1.0)
-  if share < 0.8:
+  shares = [p["cpu_share"] for p in t["phases"]] + [e["cpu_share"]]
+  if min(shares) < 0.8:
     lines.append(
-        f"  The timed steps had {100 * share:.0f}% of the {machine['cpus']} "
-        f"CPUs (process CPU time / wall time / CPUs): with the machine to "
-        f"itself, about {duration(report['total_seconds'] * share)} (a lower "
-        "bound: TensorFlow may not keep every CPU busy)")
+        f"  The timed steps and calls had {', '.join(f'{100 * x:.0f}%' for x in shares)}"
+        f" of the {machine['cpus']} CPUs (process CPU time / wall time / "
+        f"CPUs; training phases, evaluation): with the machine to itself, "
+        f"about {duration(report['alone_seconds'])} (a lower bound: "
+        "TensorFlow may not keep every CPU busy)")
   lines.append(f"(dry run took {report['elapsed_seconds']:.0f} s)")
   return "\n".join(lines)
