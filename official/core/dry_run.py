@@ -629,10 +629,14 @@ def format_report(report):
   correction = ""
   if t.get("scaling"):
     small, large = t["scaling"][2:]
+    replicas = s["replicas"]
+    top = min(t["batch_size"] // replicas, large)
     correction = (f" x {t.get('batch_ratio', 1.0):.2f}, the per-example cost "
-                  f"at {t['batch_size']} / at {t['timing_batch']} of a "
-                  f"forward+backward pass fitted as a + c*batch on per-replica "
-                  f"batches {small} and {large}")
+                  f"of a forward+backward pass at {top} / at "
+                  f"{t['timing_batch'] // replicas} per replica, fitted as a + "
+                  f"c*batch on batches {small} and {large}"
+                  + (f" and held beyond {large}" if top < t["batch_size"]
+                     // replicas else ""))
   lines.append(
       f"Training steps, timed at batch {t['timing_batch']}" +
       (f" (a step of {t['batch_size']} would be too slow to time here; scaled "
