@@ -13,7 +13,8 @@ def build(input_shape, num_classes):
       keras.Input(input_shape),
       keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
       keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-      keras.layers.GlobalAveragePooling2D(),
+      keras.layers.MaxPooling2D(),
+      keras.layers.Flatten(),
       # The input of the last layer is what SRAT's separability loss sees.
       keras.layers.Dense(128, activation="relu"),
       keras.layers.Dense(num_classes),  # logits: no softmax

@@ -302,3 +302,11 @@ def test_cli_names_the_method_that_needs_features(builders, tmp_path):
   assert helpers.error_lines(proc) == [
       "error: model.builder is read only by model.name=custom, got "
       "model.name='small_cnn'; add --config.model.name=custom"]
+
+
+def test_the_documented_example_exposes_its_features():
+  """docs/custom_model.md's builder: 128 features before the logits."""
+  path = os.path.join(helpers.REPO, "docs", "examples", "my_model.py")
+  model = _build(f"{path}:build")
+  assert [tuple(o.shape) for o in model.outputs] == [(None, 10), (None, 128)]
+  assert model.missing_features is None
