@@ -32,18 +32,31 @@ def base():
   # scaling) | mixed_bfloat16. No speed-up on CPUs (README, Speed).
   c.precision = "float32"
   c.checkpoints_to_keep = 3
+  # Weight averaging (official/core/averaging.py), evaluated and exported in
+  # place of the last weights: none | swa (mean of the epochs' end weights,
+  # BN statistics recomputed) | ema (per-epoch decay; gated by the method,
+  # e.g. CFA). The start epoch is 0-based: its end weights are the first in.
+  c.averaging = "none"
+  c.averaging_start_epoch = 0
+  c.averaging_decay = 0.88            # ema: θ̄ ← decay·θ̄ + (1 − decay)·θ per epoch
 
   c.data = mlc.ConfigDict()
   c.data.name = "cifar10"       # cifar10 | cifar100 | svhn_cropped | mnist | digits | npz
   c.data.path = ""              # the .npz file for name=npz
   c.data.data_dir = ""          # tfds data_dir ("" = tfds default)
-  c.data.augment = "default"    # default (per dataset) | crop_flip | crop | none
+  # default (per dataset) | crop_flip | crop | none | randaugment |
+  # autoaugment (each of the last two followed by the dataset's crop/flip, as
+  # in AT-BSL; official/data/augment.py)
+  c.data.augment = "default"
   c.data.eval_batch_size = 500
   c.data.imbalance = mlc.ConfigDict()
   c.data.imbalance.profile = "none"   # none | exp | step (long-tailed training split)
   c.data.imbalance.ratio = 1.0        # n_max / n_min
   c.data.imbalance.seed = 0
   c.data.imbalance.n_max = 0          # 0 = the largest class of the split
+  # Validation split: the last N images of every class held out of training,
+  # before any long-tailing (official/data/holdout.py; docs/class_fairness.md).
+  c.data.validation_per_class = 0
 
   c.model = mlc.ConfigDict({"name": "resnet18"})
 
@@ -54,14 +67,23 @@ def base():
   c.optimizer.weight_decay = 5e-4     # coupled (added to gradients, PyTorch style)
   c.optimizer.lr_boundaries = (75, 90)  # epochs at which the rate is multiplied
   c.optimizer.lr_decay = 0.1
+  # piecewise (lr_boundaries, lr_decay) | onecycle (PyTorch's OneCycleLR to
+  # learning_rate over `epochs`, warm-up fraction onecycle_pct_start; WEAT).
+  c.optimizer.schedule = "piecewise"
+  c.optimizer.onecycle_pct_start = 0.25
 
-  c.objective = mlc.ConfigDict({"name": "at", "beta": 6.0})  # at | trades | mart
+  # name: at | trades | mart; label_smoothing: of the objective's
+  # classification CE (TRADES' natural term; modeling/objectives.py).
+  c.objective = mlc.ConfigDict({"name": "at", "beta": 6.0,
+                                "label_smoothing": 0.0})
 
   c.attack = mlc.ConfigDict()         # the training attack
   c.attack.epsilon = 8 / 255
   c.attack.step_size = 2 / 255
   c.attack.steps = 10
-  c.attack.random_start = "default"   # default (the objective's) | uniform | gaussian | none
+  # default (the objective's) | uniform | gaussian | none | one_sided
+  # (x + eps·U[0, 1), RoBal's start)
+  c.attack.random_start = "default"
   # Linear ramp of epsilon and step size from ~0 to full over these first
   # epochs (0 = none): lets narrow networks start at a large epsilon.
   c.attack.epsilon_warmup_epochs = 0
@@ -82,6 +104,8 @@ def base():
   c.eval.cw_step_size = 2 / 255
   c.eval.cw_confidence = 50.0
   c.eval.restarts = 1
+  # pgd20-lsa: PGD-20 on CE(α·logits) for each α (Hitaj et al. 2021).
+  c.eval.lsa_scales = (0.1, 10.0)
   c.eval.tail_fraction = 0.3          # RA-Tail-30: the 30% weakest classes
   c.eval.max_examples = 0             # 0 = the whole test split
   # The AutoAttack family (apgd-ce, apgd-dlr, apgd-t, fab-t, square,
@@ -99,6 +123,10 @@ def base():
   # highest loss under this SavedModel (e.g. RUN/export of plain AT).
   c.eval.reference_export = ""
   c.eval.reference_loss = "pgd20"    # pgd20 | natural: the ranking loss
+  # Which weights are exported and evaluated: last (the final epoch's) |
+  # best_val (the epoch best on validation PGD-10 at the training epsilon;
+  # needs data.validation_per_class > 0; official/core/selection.py).
+  c.eval.select = "last"
   return c
 
 
@@ -202,11 +230,57 @@ def svhn(c):
   c.attack.step_size = 1 / 255
 
 
+def long_tailed(c, ratio=100.0, n_max=0):
+  """The exp long-tailed version of the chosen dataset (data/long_tail.py):
+  n_c = int(n_max · ρ^(−c/(C−1))), ρ = `ratio` (by flag:
+  --config.data.imbalance.ratio=10), n_max 0 = the largest class."""
+  c.data.imbalance.profile = "exp"
+  c.data.imbalance.ratio = float(ratio)
+  c.data.imbalance.n_max = int(n_max)
+  c.data.imbalance.seed = 0
+
+
+def mnist10k_lt(c):
+  """mnist10k's long-tailed version: n_max 600 (every class of the 8,000
+  training images has more), ρ = 100: 1,489 images. SRAT's arms
+  (configs/srat.py) and every other method on the same data and schedule."""
+  mnist10k(c)
+  long_tailed(c, 100.0, 600)
+
+
+def mnist10k_hard_lt(c):
+  """The long-tailed version of the capacity-limited mnist10k_hard.
+
+  Its training split has 1,489 of the 8,000 images (11 steps of 128 an epoch,
+  not 62): with mnist10k_hard's 10 epochs the narrow network barely leaves
+  its start (AT: 23% natural accuracy, measured). 50 epochs and a 25-epoch
+  warm-up keep mnist10k_hard's number of steps (~600) and warm-up (~300).
+  """
+  mnist10k_hard(c)
+  c.epochs = 50
+  c.attack.epsilon_warmup_epochs = 25
+  long_tailed(c, 100.0, 600)
+
+
+def cifar10_lt(c):
+  """CIFAR-10-LT, ρ = 100 (LDAM-DRW / RoBal builder: 12,406 images,
+  5000 2997 1796 1077 645 387 232 139 83 50). RoBal's and AT-BSL's codes
+  train at ρ = 50: their configs' defaults."""
+  cifar10(c)
+  long_tailed(c, 100.0, 0)
+
+
 DATASET_PRESETS = {"cifar10": cifar10, "cifar100": cifar100, "svhn": svhn,
                    "mnist": mnist, "mnist10k": mnist10k,
-                   "mnist10k_hard": mnist10k_hard, "digits": digits}
-# A variant -> the preset whose method presets (burn-in, ...) it shares.
-PRESET_FAMILY = {"mnist10k_hard": "mnist10k"}
+                   "mnist10k_hard": mnist10k_hard, "digits": digits,
+                   "mnist10k_lt": mnist10k_lt,
+                   "mnist10k_hard_lt": mnist10k_hard_lt,
+                   "cifar10_lt": cifar10_lt}
+# A variant -> the preset whose method presets (burn-in, ...) it shares,
+# followed as a chain: mnist10k_hard_lt gets a method's mnist10k_hard preset
+# if it has one (DONE's r, IAAT's γ: the same network and ε), else mnist10k's.
+PRESET_FAMILY = {"mnist10k_hard": "mnist10k", "mnist10k_lt": "mnist10k",
+                 "mnist10k_hard_lt": "mnist10k_hard"}
 
 
 def parse_arg(arg):
@@ -232,9 +306,16 @@ def apply_presets(c, arg, method_presets=None):
   for t in tokens:
     # A variant of a dataset preset (mnist10k_hard) gets the method's preset
     # of its family (mnist10k: burn-in etc.) unless the method has its own.
-    t = t if t in method_presets else PRESET_FAMILY.get(t, t)
+    while t not in method_presets and t in PRESET_FAMILY:
+      t = PRESET_FAMILY[t]
     if t in method_presets:
       method_presets[t](c)
+  # Every config can switch the classifier head (modeling/registry.py):
+  # the dataset presets replace c.model, so the keys are added here, last.
+  if "head" not in c.model:
+    c.model.head = "linear"           # linear | cosine (RoBal's)
+  if "cosine_gamma" not in c.model:
+    c.model.cosine_gamma = 0.03125    # cosine: w_j / (‖w_j‖ + γ)
   # Your own keras.Model: --config.model.name=custom
   # --config.model.builder=FILE.py:FUNCTION (official/modeling/custom.py);
   # empty, it is dropped from the recorded config (experiment.resolve).

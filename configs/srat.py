@@ -7,6 +7,9 @@ Every preset here is LONG-TAILED (exp profile, official/data/long_tail.py):
   mnist10k / mnist10k_lt   the protocol's long-tailed variant: n_max 600, ρ = 100
   mnist10k_hard_lt         the capacity-limited protocol's (width 6, ε 0.3),
                            50 epochs: mnist10k_hard's number of steps
+  (cifar10_lt, mnist10k_lt and mnist10k_hard_lt are the shared presets of
+  configs/common.py, which every method config accepts: robal.py:mnist10k_lt
+  is the same data and schedule as the arms below.)
   digits                   the embedded digits, n_max 139, ρ = 10 (demo)
   balanced                 switch the imbalance off (the original split)
 ρ by flag: --config.data.imbalance.ratio=10. The three arms on the same data:
@@ -44,19 +47,6 @@ def balanced(c):
   c.data.imbalance.profile = "none"
 
 
-def mnist10k_hard_lt(c):
-  """The long-tailed version of the capacity-limited mnist10k_hard.
-
-  Its training split has 1,489 of the 8,000 images (11 steps of 128 an epoch,
-  not 62): with mnist10k_hard's 10 epochs the narrow network barely leaves
-  its start (AT: 23% natural accuracy, measured). 50 epochs and a 25-epoch
-  warm-up keep mnist10k_hard's number of steps (~600) and warm-up (~300).
-  """
-  common.mnist10k_hard(c)
-  c.epochs = 50
-  c.attack.epsilon_warmup_epochs = 25
-
-
 def get_config(arg=None):
   c = common.base()
   c.objective.name = "at"
@@ -82,9 +72,7 @@ def get_config(arg=None):
   c.eval.reports = ("groups",)
   c.eval.head_fraction = 0.5      # head = the most frequent half of classes
   presets = {
-      "cifar10_lt": common.cifar10, "cifar100_lt": common.cifar100,
-      "svhn_lt": common.svhn, "mnist10k_lt": common.mnist10k,
-      "mnist10k_hard_lt": mnist10k_hard_lt,
+      "cifar100_lt": common.cifar100, "svhn_lt": common.svhn,
       "balanced": balanced, "at": at, "at_cb": at_cb,
       "focal": lambda c: setattr(c.reweighting, "loss", "focal"),
       "ldam": lambda c: setattr(c.reweighting, "loss", "ldam"),

@@ -65,9 +65,13 @@ def load_config(config, overrides=None):
 
 
 def _with_model(config, spec):
-  """config.model replaced by the registered model (name custom)."""
+  """config.model replaced by the registered model (name custom); the
+  generic keys (model.head, ...) stay."""
+  from official.modeling import custom
+  generic = {k: config.model[k] for k in custom.GENERIC if k in config.model}
   with config.unlocked() if config.is_locked else contextlib.nullcontext():
-    config.model = mlc.ConfigDict({"name": "custom", "builder": spec})
+    config.model = mlc.ConfigDict({"name": "custom", "builder": spec,
+                                   **generic})
   return config
 
 

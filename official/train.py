@@ -7,7 +7,10 @@ r"""Trains, evaluates and exports an adversarially robust classifier.
 A workdir holds one run: it is locked while a run uses it, and resuming it
 with another config or other data is refused (official/core/workdir.py).
 A non-finite loss or weight ends the run with exit code 1, keeping the last
-finite checkpoint; bad input ends with one `error:` line and exit code 2.
+finite checkpoint; bad input ends with one `error:` line and exit code 2; a
+multi-worker run whose peer is lost (killed, preempted, unreachable) ends with
+one `error:` line naming it and exit code 3: rerun the same command on every
+worker to resume.
 
 Reads top to bottom: config -> data -> model -> objective, attack, method ->
 fit (checkpoint every epoch, resume from the last) -> evaluation -> export.
@@ -90,15 +93,20 @@ def main(argv):
   print(f"Workdir: {workdir}", flush=True)
   with console.muted_stderr(_QUIET):  # heavy imports after flag parsing
     from official.core import callbacks
+    from official.core import cluster
     from official.core import experiment
   try:  # config_flags loads the file lazily: a missing one fails here
     run = experiment.prepare(_CONFIG.value, workdir, _ALLOW.value)
   except (ValueError, OSError, KeyError, TypeError) as e:
     _fail(one_line(e))
+  except cluster.PEER_ERRORS as e:
+    _fail_if_peer_lost(e, cluster.lost_peer(e, workdir))
   try:
     results = experiment.train_and_evaluate(run)
   except callbacks.NonFiniteError as e:
     _fail(str(e), code=1)
+  except cluster.PEER_ERRORS as e:
+    _fail_if_peer_lost(e, cluster.lost_peer(e, workdir))
   if results is not None:  # None: a non-chief worker (the chief reports)
     print(experiment.summary(run, results), flush=True)
 
@@ -161,6 +169,14 @@ def unknown_override(argv):
 def _fail(message, code=2):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(code)
+
+
+def _fail_if_peer_lost(error, message):
+  """Exit code 3 with `message` (cluster.lost_peer's line) if there is one;
+  else `error` was not a lost peer: raised as it is."""
+  if message is None:
+    raise error
+  _fail(message, code=3)
 
 
 _QUIET = []

@@ -62,6 +62,10 @@ def define_flags():
                        "test split).")
   flags.DEFINE_string("output", "report.json", "JSON report; the plot goes "
                       "beside it with the extension .png.")
+  flags.DEFINE_string("margins_file", "", "Also write every point's logit "
+                      "margin per attack (natural, pgd20, ...) to this .npz "
+                      "(and its histogram plot beside it): tools.margins "
+                      "reads RUN/margins.npz.")
   flags.DEFINE_integer("batch_size", 500, "Evaluation batch size.")
   flags.DEFINE_integer("seed", 0, "Seed of the attacks' random draws.")
   flags.DEFINE_string("distribute", "default", "default | mirrored")
@@ -243,12 +247,14 @@ def _merge_values(values, weights):
 
 
 def run_attacks(logits_fn, bundle, n, eval_cfg, seed, jit_compile, strategy,
-                verbose):
+                verbose, margins_out=None):
   """{attack: summary} over the data, batch by batch, with a progress bar.
 
   Each batch is one `robustness.evaluate` call, so that the bar can show the
   running robust accuracy; batch i draws its random starts from seed
   `seed + i * 1000003`, so a single batch matches one evaluate(seed=seed).
+  The per-batch attacks' margin statistics are those of all points (not
+  merged per batch); `margins_out` (a dict) receives the per-point margins.
   """
   import keras
   import numpy as np
@@ -259,6 +265,7 @@ def run_attacks(logits_fn, bundle, n, eval_cfg, seed, jit_compile, strategy,
   bar = keras.utils.Progbar(n, verbose=verbose, stateful_metrics=names,
                             unit_name="image")
   parts = {name: [] for name in names}
+  margins = {name: [] for name in names}
   correct = dict.fromkeys(names, 0.0)
   seen = 0
   for index, batch in enumerate(bundle.test()):
@@ -268,21 +275,34 @@ def run_attacks(logits_fn, bundle, n, eval_cfg, seed, jit_compile, strategy,
     result = robustness.evaluate(logits_fn, one, eval_cfg,
                                  bundle.num_classes,
                                  seed=seed + index * 1000003,
-                                 jit_compile=jit_compile, verbose=0, **kwargs)
+                                 jit_compile=jit_compile, verbose=0,
+                                 keep_margins=True, **kwargs)
     labels = np.asarray(batch["label"])
     seen += len(labels)
     for name in names:
+      if "margin_values" in result[name]:
+        margins[name].append(result[name].pop("margin_values"))
       parts[name].append((result[name], labels))
       correct[name] += result[name]["accuracy"] * len(labels)
     bar.update(seen, [(name, correct[name] / seen) for name in names])
   tail = float(eval_cfg.get("tail_fraction", 0.3))
-  return {name: merge(parts[name], bundle.num_classes, tail) for name in names}
+  merged = {name: merge(parts[name], bundle.num_classes, tail) for name in names}
+  for name in names:
+    if margins[name]:
+      values = np.concatenate(margins[name])
+      merged[name]["margin"] = robustness.margin_summary(values)
+      if margins_out is not None:
+        margins_out[name] = values
+  return merged
 
 
 def evaluate_export(export, data, attacks, epsilons=None, *, max_examples=0,
                     batch_size=500, seed=0, distribute="default", xla="auto",
-                    verbose=1):
-  """Validates everything, runs the attacks and checks; returns the report."""
+                    verbose=1, margins_out=None):
+  """Validates everything, runs the attacks and checks; returns the report.
+
+  margins_out (a dict): receives {attack: per-point margins} and "labels"
+  (at the first epsilon)."""
   from official.common import checks as config_checks
   config_checks.check_choice("--distribute", distribute, ("default", "mirrored"))
   config_checks.check_choice("--xla", xla, ("auto", "on", "off"))
@@ -328,7 +348,10 @@ def evaluate_export(export, data, attacks, epsilons=None, *, max_examples=0,
       print(f"epsilon {eps:g}: {', '.join(attacks)} on {n} images", flush=True)
     sweep[eps] = run_attacks(
         logits_fn, bundle, n, eval_cfg, seed, jit_compile,
-        strategy if distribute != "default" else None, verbose)
+        strategy if distribute != "default" else None, verbose,
+        margins_out if eps == epsilons[0] else None)
+  if margins_out is not None:
+    margins_out["labels"] = bundle.splits.y_test[:n]
   report = dict(sweep[epsilons[0]])
   found["square"] = checks.square(report)
   if len(epsilons) > 1:
@@ -395,13 +418,17 @@ def main(argv):
   f = flags.FLAGS
   with console.muted_stderr(console.quiet_logs(sys.argv)):
     import tensorflow as tf  # noqa: F401  (loads here, its start-up noise muted)
+  margins = {} if f.margins_file else None
   try:
     if not f.export or not f.data:
       raise ValueError("--export=DIR and --data=PRESET_OR_NPZ are required")
+    if f.margins_file and not f.margins_file.endswith(".npz"):
+      raise ValueError(f"--margins_file must end in .npz, got {f.margins_file!r}")
     report = evaluate_export(
         f.export, f.data, f.attacks, f.epsilon, max_examples=f.max_examples,
         batch_size=f.batch_size, seed=f.seed, distribute=f.distribute,
-        xla=f.xla, verbose=1 if sys.stdout.isatty() else 2)
+        xla=f.xla, verbose=1 if sys.stdout.isatty() else 2,
+        margins_out=margins)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -414,6 +441,12 @@ def main(argv):
       print(f"warning: {name}: {check['message']}")
   plot = write(report, f.output)
   print(f"wrote {f.output} and {plot}")
+  if margins is not None:
+    from official.evaluation import margins as margins_lib
+    labels = margins.pop("labels")
+    path = margins_lib.save(margins, labels, os.path.dirname(
+        os.path.abspath(f.margins_file)), os.path.basename(f.margins_file))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

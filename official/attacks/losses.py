@@ -5,9 +5,18 @@ The PGD loop *maximises* these, so each is written as "larger = more adversarial
 import tensorflow as tf
 
 
-def cross_entropy(logits, labels):
-  return tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=tf.cast(labels, tf.int32), logits=logits)
+def cross_entropy(logits, labels, label_smoothing=0.0):
+  """CE per example; with label smoothing α the target is (1 − α)·onehot +
+  α/K: (1 − α)·(−log p_y) + α·mean_k(−log p_k), the form of ARoW's
+  `LabelSmoothingCrossEntropy` (and of torch's label_smoothing)."""
+  labels = tf.cast(labels, tf.int32)
+  if not label_smoothing:
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                          logits=logits)
+  log_p = tf.nn.log_softmax(logits, axis=-1)
+  nll = -tf.gather(log_p, labels, axis=-1, batch_dims=1)
+  return ((1.0 - label_smoothing) * nll
+          - label_smoothing * tf.reduce_mean(log_p, axis=-1))
 
 
 def cw_margin(logits, labels, confidence=50.0):

@@ -30,7 +30,9 @@ from official.attacks import losses
 from official.common import replicas
 
 LOSSES = ("ce", "cw", "kl")
-RANDOM_STARTS = ("uniform", "gaussian", "none")
+# uniform: x + eps·U[-1, 1); gaussian: x + std·N(0, 1); one_sided:
+# x + eps·U[0, 1) (RoBal's code: `x + epsilon * torch.rand(...)`); none.
+RANDOM_STARTS = ("uniform", "gaussian", "one_sided", "none")
 # BatchNorm during the attack's forwards: frozen (training=False, the moving
 # averages) | batch (the attacked batch's own statistics, moving averages NOT
 # updated: the forward is stateless, so the PGD loop stays free of variable
@@ -46,11 +48,15 @@ class AttackSpec:
   epsilon: float = 8 / 255
   step_size: float = 2 / 255
   steps: int = 10
-  random_start: str = "uniform"  # uniform in [-eps, eps] | gaussian std·N(0,1) | none
+  random_start: str = "uniform"  # uniform | gaussian | one_sided | none (RANDOM_STARTS)
   gaussian_std: float = 0.001   # TRADES / MART start: x + 0.001·N(0, 1)
   confidence: float = 50.0      # CW margin confidence
   restarts: int = 1
   bn: str = "frozen"             # frozen | batch (see BN_MODES)
+  # The attack loss sees logit_scale · logits (Hitaj et al.'s logit-scaled
+  # PGD, arXiv 2103.01914): a loss saturated by large logits (or flattened
+  # by small ones) gets its gradient back; predictions are unchanged.
+  logit_scale: float = 1.0
 
   def __post_init__(self):
     if self.loss not in LOSSES:
@@ -65,6 +71,9 @@ class AttackSpec:
     if not 0.0 < self.epsilon <= 1.0:
       raise ValueError(f"attack '{self.name}': epsilon must be in (0, 1] for "
                        f"[0,1] images, got {self.epsilon}")
+    if not self.logit_scale > 0:
+      raise ValueError(f"attack '{self.name}': logit_scale must be > 0, got "
+                       f"{self.logit_scale}")
     if self.steps < 1 or self.restarts < 1 or self.step_size <= 0:
       raise ValueError(f"attack '{self.name}': steps, restarts and step_size must "
                        f"be positive, got {self.steps}, {self.restarts}, "
@@ -101,6 +110,8 @@ def random_start_noise(kind, shape, seed, gaussian_std=0.001):
   global_shape = tf.concat([[local * replicas.num_replicas()], shape[1:]], 0)
   if kind == "uniform":
     noise = tf.random.stateless_uniform(global_shape, seed, -1.0, 1.0)
+  elif kind == "one_sided":
+    noise = tf.random.stateless_uniform(global_shape, seed, 0.0, 1.0)
   elif kind == "gaussian":
     noise = gaussian_std * tf.random.stateless_normal(global_shape, seed)
   else:
@@ -165,7 +176,7 @@ def _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits, *,
   eps = epsilon[:, None, None, None]
   alpha = step_size[:, None, None, None]
   lower, upper = tf.maximum(x - eps, 0.0), tf.minimum(x + eps, 1.0)
-  if random_start == "uniform":
+  if random_start in ("uniform", "one_sided"):  # noise in units of eps
     x_adv = x + noise * eps
   else:  # gaussian noise is absolute; "none" passes zeros
     x_adv = x + noise
@@ -210,6 +221,9 @@ def make_attack(forward, spec, jit_compile=False, rescale=None,
 
   rescale = rescale_gradients() if rescale is None else bool(rescale)
   final_logits = bool(final_logits) or spec.restarts > 1
+  if spec.logit_scale != 1.0:
+    unscaled, scale = forward, float(spec.logit_scale)
+    forward = lambda x: scale * tf.cast(unscaled(x), tf.float32)  # noqa: E731
 
   def loop(x, labels, epsilon, step_size, noise, nat_logits):
     return _pgd_loop(forward, x, labels, epsilon, step_size, noise, nat_logits,

@@ -14,7 +14,8 @@ class NonFiniteError(ValueError):
 
 
 class Checkpointer:
-  """Network, optimizer (slots, iterations), method state and epoch, per epoch.
+  """Network, optimizer (slots, iterations), method state, the weight
+  average (if any) and epoch, per epoch.
 
   A raw `tf.train.Checkpoint` rather than Keras's BackupAndRestore: it also
   saves the method's tf.Variables (IAAT's epsilon memory, DRO estimates), and
@@ -35,9 +36,14 @@ class Checkpointer:
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     # Slot variables must exist before a restore can fill them.
     trainer.optimizer.build(trainer.network.trainable_variables)
+    # The weight average (config.averaging) only where a run has one, so
+    # the checkpoints of runs without it keep their layout.
+    averaged = ({"averaging": trainer.averager.state()}
+                if getattr(trainer, "averager", None) is not None else {})
     self.checkpoint = tf.train.Checkpoint(
         network=trainer.network, optimizer=trainer.optimizer,
-        method_state=_state_variables(trainer.method_state), epoch=self.epoch)
+        method_state=_state_variables(trainer.method_state), epoch=self.epoch,
+        **averaged)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                               max_to_keep=keep)
 

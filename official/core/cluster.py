@@ -21,8 +21,12 @@ TensorFlow's `MultiWorkerMirroredStrategy` does all the communication
   `PerExampleMemory` assume, so a 2-worker run equals a 1-device run;
 - decides the side effects: only the chief writes the workdir (tb/,
   eval.json, plots, export, config.json); the other workers save their
-  checkpoints (every worker must take part in a save) into a private temporary
-  directory that they delete, and restore from the chief's checkpoints.
+  checkpoints (every worker must take part in a save) into their own scratch
+  directory, DIR/.scratch/<task>-<index>, deleted after each save (a save
+  killed midway leaves it: the next start deletes it), and restore from the
+  chief's checkpoints;
+- turns a collective that fails because a peer is gone into one `error:`
+  line naming the peer and how to resume (`lost_peer`).
 """
 import json
 import os
@@ -30,7 +34,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +48,14 @@ from official.core import callbacks
 DEFAULT_TIMEOUT = 600
 TIMEOUT_ENV = "OFFICIAL_CLUSTER_TIMEOUT"
 JOBS = ("chief", "worker")
+# Under the workdir: where non-chief workers write the checkpoints they must
+# take part in, one folder each (on a shared filesystem, like the workdir).
+SCRATCH = ".scratch"
+# What a collective raises when a peer is gone: its heartbeats stopped or its
+# connection broke (Unavailable, Aborted), or no answer within the timeout
+# (DeadlineExceeded).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+               tf.errors.DeadlineExceededError)
 _EXAMPLE = ('{"cluster": {"worker": ["host0:port", "host1:port"]}, '
             '"task": {"type": "worker", "index": 0}}')
 _STRATEGY = []
@@ -226,8 +237,16 @@ def train_dataset(strategy, data, start_epoch, end_epoch):
 
 class _WorkerCheckpointer(callbacks.Checkpointer):
   """A non-chief's Checkpointer: restores from the chief's directory, saves
-  into a temporary directory and deletes it. It must still save: a save under
-  MultiWorkerMirroredStrategy is a step every worker takes."""
+  into its scratch directory (DIR/.scratch/<task>-<index>) and deletes it. It
+  must still save: a save under MultiWorkerMirroredStrategy is a step every
+  worker takes. Scratch left by a save killed midway goes at the next start."""
+
+  def __init__(self, directory, trainer, keep):
+    super().__init__(directory, trainer, keep)
+    task_type, index = task()
+    self.scratch = os.path.join(os.path.dirname(directory), SCRATCH,
+                                f"{task_type}-{index}")
+    _remove_scratch(self.scratch)
 
   def save(self, epoch, loss=None):
     # The same finiteness checks as the chief's (same weights: same verdict,
@@ -237,18 +256,80 @@ class _WorkerCheckpointer(callbacks.Checkpointer):
           f"training diverged in epoch {epoch}: mean loss {loss}")
     self.check_finite(f"in epoch {epoch}")
     self.epoch.assign(epoch)
-    task_type, index = task()
-    scratch = tempfile.mkdtemp(prefix=f"ckpt-{task_type}{index}-")
     try:
-      manager = tf.train.CheckpointManager(self.checkpoint, scratch,
+      manager = tf.train.CheckpointManager(self.checkpoint, self.scratch,
                                            max_to_keep=1)
       return manager.save(checkpoint_number=epoch)
     finally:
-      shutil.rmtree(scratch, ignore_errors=True)
+      _remove_scratch(self.scratch)
+
+
+def _remove_scratch(path):
+  """Deletes a scratch directory, and DIR/.scratch once it is empty."""
+  shutil.rmtree(path, ignore_errors=True)
+  try:
+    os.rmdir(os.path.dirname(path))
+  except OSError:  # absent, or another worker's scratch is in it
+    pass
 
 
 def checkpointer(distribute, directory, trainer, keep):
-  """The run's Checkpointer: the plain one, except on a non-chief worker."""
+  """The run's Checkpointer: the plain one, except on a non-chief worker.
+
+  The chief first deletes all of DIR/.scratch: what workers killed mid-save
+  left, whatever the cluster was then. No other worker saves before the
+  chief has built its checkpointer (a save follows collective steps).
+  """
   if is_chief(distribute):
+    shutil.rmtree(os.path.join(os.path.dirname(directory), SCRATCH),
+                  ignore_errors=True)
     return callbacks.Checkpointer(directory, trainer, keep=keep)
   return _WorkerCheckpointer(directory, trainer, keep)
+
+
+# (text in the error, what it says about the peer), first match wins.
+_SYMPTOMS = (("stopped sending heartbeats", "it stopped sending heartbeats"),
+             ("connection reset", "its connection was reset"),
+             ("socket closed", "its connection closed"),
+             ("connection refused", "it refused the connection"),
+             ("failed to connect", "it could not be reached"))
+
+
+def lost_peer(error, workdir):
+  """The `error:` text for a collective that failed because a peer of this
+  process's cluster is gone (killed, preempted, unreachable), or None.
+
+  Names the peer(s) the error names (task and TF_CONFIG address), else the
+  tasks it could be, and how to resume.
+  """
+  if not _STRATEGY or not isinstance(error, PEER_ERRORS):
+    return None
+  cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG"))
+  text = str(error)
+  # TF names a task /job:worker/replica:0/task:1 or /job:worker/task:1.
+  named = []
+  for job, i in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text):
+    peer = (job, int(i))
+    if (peer != (task_type, index) and peer not in named
+        and peer[1] < len(cluster.get(job, []))):
+      named.append(peer)
+  others = [(job, i) for job in JOBS for i in range(len(cluster.get(job, [])))
+            if (job, i) != (task_type, index)]
+  if not named and len(others) == 1:
+    named = others  # two tasks: the other one
+
+  def name(peers, joiner):
+    return joiner.join(f"{job} {i} ({cluster[job][i]})" for job, i in peers)
+  if named:
+    who = f"lost {name(named, ' and ')} of the TF_CONFIG cluster"
+  else:
+    who = (f"lost a peer of the TF_CONFIG cluster (the error does not say "
+           f"which: {name(others, ' or ')})")
+  lower = text.lower()
+  symptom = next((said for key, said in _SYMPTOMS if key in lower),
+                 f"no answer within {timeout_seconds()}s"
+                 if isinstance(error, tf.errors.DeadlineExceededError)
+                 else "a collective was aborted")
+  return (f"{who}: {symptom} ({type(error).__name__}); rerun the same command "
+          f"on every worker: the run resumes from the chief's last checkpoint "
+          f"(if any) in {os.path.join(workdir, 'checkpoints')}")

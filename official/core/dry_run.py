@@ -29,7 +29,8 @@ CPU (WRN-34-10 configs), it answers "what will this run cost here?":
    the first phase, one in later ones), at
    the start of each phase whose step costs differently
    (`Method.extra_passes_epoch`: LRAT's burn-in; IAAT's `warmup_epochs`).
-   The method's epoch hooks are timed once.
+   The method's epoch hooks are timed once; eval.select=best_val's PGD-10 of
+   the validation split after every epoch is estimated as the evaluation.
 5. Evaluation: per attack of config.eval.attacks, the call evaluate() makes
    per batch (attack + forward, split over the replicas) is timed on one
    batch of test images after a call that traces; an attack too dear to
@@ -170,9 +171,12 @@ def _fit_timed(run, epoch, timed_seconds, min_steps=MIN_STEPS):
   timer = _Timer(timed_seconds, min_steps)
   # Always MAX_STEPS + 1 steps asked (the timer stops earlier): one shape of
   # fit() for every call.
-  trainer.fit(cluster.train_dataset(run.strategy, run.data, epoch, epoch + 1),
-              epochs=1, steps_per_epoch=MAX_STEPS + 1, verbose=0,
-              shuffle=False, callbacks=[timer])
+  # (As many epochs of data as those steps need: small data, few steps.)
+  epochs = -(-(MAX_STEPS + 1) // max(run.data.steps_per_epoch, 1))
+  trainer.fit(
+      cluster.train_dataset(run.strategy, run.data, epoch, epoch + epochs),
+      epochs=1, steps_per_epoch=MAX_STEPS + 1, verbose=0, shuffle=False,
+      callbacks=[timer])
   return timer.first(), timer.steps(), timer.cpu_steps()
 
 
@@ -288,6 +292,10 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
       "xla": experiment.use_xla(config.xla),
       "attacks": [f"{s.name} ({s.steps} steps)"
                   for s in experiment.training_attacks(config, data)]}
+  validation = (report["evaluation"]["validation_per_epoch_seconds"]
+                * int(config.epochs))
+  report["training"]["validation_seconds"] = validation
+  report["training"]["seconds"] += validation
   report["total_seconds"] = (report["training"]["seconds"]
                              + report["evaluation"]["seconds"]
                              + report["startup_seconds"])
@@ -296,7 +304,8 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
   report["alone_seconds"] = (
       sum(p["seconds"] * p["cpu_share"] for p in t["phases"])
       + t["epoch_hooks_seconds"] * int(config.epochs)
-      + e["seconds"] * e["cpu_share"] + report["startup_seconds"])
+      + (e["seconds"] + t["validation_seconds"]) * e["cpu_share"]
+      + report["startup_seconds"])
   report["elapsed_seconds"] = time.perf_counter() - started
   report["machine"] = {"cpus": os.cpu_count(), "load": list(os.getloadavg()),
                        "gpus": len(tf.config.list_physical_devices("GPU"))}
@@ -452,8 +461,7 @@ def _time_evaluation(run_, config, data, scaling, eval_seconds):
   replicas = run_.strategy.num_replicas_in_sync
   strategy = run_.strategy if config.distribute == "mirrored" else None
   jit = experiment.use_xla(config.xla)
-  network = run_.trainer.network
-  logits_fn = lambda x: network(x, training=False)[0]  # noqa: E731
+  logits_fn = experiment.deployed_logits_fn(run_)  # what evaluate() attacks
   specs = robustness.attack_specs(config.eval)
   n_test = len(data.splits.y_test)
   n_eval = min(int(config.eval.max_examples or 0) or n_test, n_test)
@@ -541,6 +549,13 @@ def _time_evaluation(run_, config, data, scaling, eval_seconds):
         "seconds_per_example": per_example, "seconds": per_example * n_curve})
   out["seconds"] = sum(a["seconds"] for a in out["attacks"])
   out["cpu_share"] = float(np.median(shares))
+  # eval.select=best_val: a CE-PGD-10 of the validation split after every
+  # epoch (core/selection.py), a training cost.
+  n_val = len(getattr(data, "validation_ids", ()))
+  out["validation_per_epoch_seconds"] = (
+      n_val * (forward + 10 * grad)
+      if config.eval.get("select", "last") == "best_val" else 0.0)
+  out["validation_examples"] = n_val
   return out
 
 
@@ -653,6 +668,11 @@ def format_report(report):
   if t["epoch_hooks_seconds"] > 0.01:
     lines.append(f"  method epoch hooks: {t['epoch_hooks_seconds']:.2f} s per "
                  "epoch")
+  if t.get("validation_seconds"):
+    lines.append(
+        f"  eval.select=best_val: PGD-10 on the {e['validation_examples']:,} "
+        f"validation images after every epoch -> "
+        f"{duration(t['validation_seconds'])} (estimated, as below)")
   lines.append(f"Evaluation on {e['examples']:,} test examples (per-batch "
                f"attacks timed on a batch of {e['timing_batch']}, after a "
                "call that traces" + (

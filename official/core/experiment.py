@@ -10,17 +10,21 @@ from absl import logging
 
 from official.attacks import pgd
 from official.common import checks
+from official.core import averaging
 from official.core import callbacks
 from official.core import cluster
 from official.core import export as export_lib
 from official.core import hparams
 from official.core import precision
+from official.core import selection
 from official.core import trainer as trainer_lib
 from official.core import workdir as workdir_lib
 from official.data import registry as data_registry
+from official.evaluation import margins as margins_lib
 from official.evaluation import reports
 from official.evaluation import robustness
 from official.evaluation import tail_examples
+from official.evaluation import validation as validation_lib
 from official.modeling import custom
 from official.modeling import objectives
 from official.modeling import registry as model_registry
@@ -40,6 +44,8 @@ class Run:
   trainer: trainer_lib.AdversarialTrainer
   checkpointer: callbacks.Checkpointer
   initial_epoch: int
+  # What eval.json records under "weights" (set by evaluated_weights).
+  weights: dict = None
 
 
 def use_xla(setting):
@@ -91,7 +97,53 @@ def training_attacks(config, data):
   return (training_attack(config, objective), *method.extra_attacks)
 
 
-def learning_rate(opt_cfg, steps_per_epoch):
+SCHEDULES = ("piecewise", "onecycle")
+
+
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+  """PyTorch's OneCycleLR (two phases, cosine annealing) as WEAT uses it:
+  from max_lr/div to max_lr over the first pct of the steps, then down to
+  max_lr/(div·final_div). Momentum cycling is not reproduced."""
+
+  def __init__(self, max_lr, total_steps, pct_start=0.25, div_factor=25.0,
+               final_div_factor=1e4):
+    self.max_lr = float(max_lr)
+    self.total_steps = int(total_steps)
+    self.pct_start = float(pct_start)
+    self.div_factor = float(div_factor)
+    self.final_div_factor = float(final_div_factor)
+
+  def __call__(self, step):
+    # torch: the warm-up ends at step pct·total − 1, the annealing at total − 1.
+    step = tf.cast(step, tf.float32)
+    up_end = self.pct_start * self.total_steps - 1.0
+    down_end = self.total_steps - 1.0
+    initial = self.max_lr / self.div_factor
+    final = initial / self.final_div_factor
+
+    def cosine(start, end, fraction):
+      fraction = tf.clip_by_value(fraction, 0.0, 1.0)
+      return end + (start - end) / 2.0 * (1.0 + tf.cos(3.141592653589793 * fraction))
+
+    return tf.where(step <= up_end,
+                    cosine(initial, self.max_lr, step / up_end),
+                    cosine(self.max_lr, final,
+                           (step - up_end) / (down_end - up_end)))
+
+  def get_config(self):
+    return {"max_lr": self.max_lr, "total_steps": self.total_steps,
+            "pct_start": self.pct_start, "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor}
+
+
+def learning_rate(opt_cfg, steps_per_epoch, epochs=None):
+  """The rate schedule: piecewise constant (lr_boundaries, lr_decay) or
+  `schedule: onecycle` over the run's epochs (pct_start 0.25, WEAT's)."""
+  schedule = checks.check_choice("optimizer.schedule",
+                                 opt_cfg.get("schedule", "piecewise"), SCHEDULES)
+  if schedule == "onecycle":
+    return OneCycle(opt_cfg.learning_rate, int(epochs) * steps_per_epoch,
+                    pct_start=float(opt_cfg.get("onecycle_pct_start", 0.25)))
   boundaries = [int(b) * steps_per_epoch for b in opt_cfg.lr_boundaries]
   if not boundaries:
     return float(opt_cfg.learning_rate)
@@ -124,6 +176,10 @@ def validate(config):
   checks.check_choice("distribute", config.distribute, DISTRIBUTE)
   checks.check_choice("xla", config.xla, XLA)
   precision.check(config.get("precision", "float32"))
+  averaging.check(config)
+  checks.check_choice("optimizer.schedule",
+                      config.optimizer.get("schedule", "piecewise"), SCHEDULES)
+  objectives.check_label_smoothing(config.objective)
   objective = objectives.get_objective(config.objective.name)
   method_registry.check_name(config.reweighting.name)
   for key in ("epsilon",):
@@ -136,6 +192,7 @@ def validate(config):
   if not 0.0 < tail <= 1.0:
     raise ValueError(f"eval.tail_fraction must be in (0, 1], got {tail}")
   robustness.attack_specs(config.eval)
+  selection.check(config)  # eval.select; a validation split where needed
   reports.check_names(config.eval.reports)
   if "tail_examples" in config.eval.reports:  # its reference must exist now
     tail_examples.check(config.eval)
@@ -183,14 +240,17 @@ def prepare(config, workdir, allow_changes=()):
       trainer = trainer_lib.AdversarialTrainer(
           network, objective=objective,
           coefficients=objective.coefficients(config.objective),
+          label_smoothing=float(config.objective.get("label_smoothing", 0.0)),
           train_attack=attack, method=method,
           steps_per_epoch=data.steps_per_epoch,
           weight_decay=float(config.optimizer.weight_decay),
           seed=int(config.seed), jit_compile=use_xla(config.xla),
           epsilon_warmup_epochs=int(
               config.attack.get("epsilon_warmup_epochs", 0)))
+      trainer.averager = averaging.build(config, network)
       optimizer = keras.optimizers.SGD(
-          learning_rate=learning_rate(config.optimizer, data.steps_per_epoch),
+          learning_rate=learning_rate(config.optimizer, data.steps_per_epoch,
+                                      int(config.epochs)),
           momentum=float(config.optimizer.momentum),
           nesterov=bool(config.optimizer.nesterov))
       optimizer = precision.wrap_optimizer(optimizer,
@@ -203,6 +263,7 @@ def prepare(config, workdir, allow_changes=()):
           keep=int(config.checkpoints_to_keep))
       initial_epoch = checkpointer.restore_latest()
     if chief:
+      selection.check_record(config, workdir, initial_epoch)
       _write_run_files(resolved, workdir, fingerprint)
   except BaseException:
     if chief:
@@ -264,6 +325,7 @@ def _fit(run):
   say(f"Training epochs {run.initial_epoch + 1}-{epochs} "
       f"({run.data.steps_per_epoch} steps each); the first step traces and "
       "compiles the training attack")
+  hooks = epoch_context(run)
   trainer.fit(
       cluster.train_dataset(run.strategy, run.data, run.initial_epoch, epochs),
       epochs=epochs, initial_epoch=run.initial_epoch, shuffle=False,
@@ -272,9 +334,14 @@ def _fit(run):
       callbacks=[
           callbacks.Progress(epochs, run.data.steps_per_epoch,
                              live=sys.stdout.isatty()),
-          callbacks.MethodEpochHooks(trainer.method, epoch_context(run)),
+          callbacks.MethodEpochHooks(trainer.method, hooks),
+      ] + ([averaging.AveragingCallback(trainer.averager, trainer.method)]
+           if trainer.averager is not None else []) + [
           callbacks.CheckpointCallback(run.checkpointer),
       ] + ([  # other workers write no summaries
+          # after the checkpoint
+          *selection.callbacks(run, hooks.validation,
+                               lambda: build_network(run.config, run.data)),
           callbacks.TensorBoard(os.path.join(workdir, "tb")),
           callbacks.EpochSummaries(trainer, os.path.join(workdir, "tb"),
                                    run.data.train_ids),
@@ -284,10 +351,19 @@ def _fit(run):
 
 def epoch_context(run):
   """What the method's epoch hooks see (reweighting/base.py: EpochContext)."""
+  validation = None
+  if len(run.data.validation_ids):
+    # Mirrored: batches split over the replicas; multi-worker: each worker
+    # evaluates alone (same weights and seeds: the same numbers everywhere).
+    validation = validation_lib.Validator(
+        run.trainer.network, run.data, seed=int(run.config.seed),
+        jit_compile=use_xla(run.config.xla),
+        strategy=run.strategy if run.config.distribute == "mirrored" else None,
+        inference_logits=run.trainer.method.inference_logits)
   return method_base.EpochContext(
       network=run.trainer.network, data=run.data, config=run.config,
       strategy=run.strategy, seed=int(run.config.seed),
-      jit_compile=use_xla(run.config.xla))
+      jit_compile=use_xla(run.config.xla), validation=validation)
 
 
 def train_and_evaluate(run):
@@ -308,10 +384,13 @@ def train_and_evaluate(run):
     workdir_lib.unmark_done(workdir)
     epochs = _fit(run)
     run.checkpointer.check_finite(f"(weights after epoch {epochs})")
+    run.weights = evaluated_weights(run)
     trainer.method.save_artifacts(workdir)
+    selected = selection.select(run, epochs)  # eval.select: loads the weights
     say(f"Exporting the network to {os.path.join(workdir, 'export')}")
-    export_lib.export(trainer.network, os.path.join(workdir, "export"))
-    results = evaluate(run)
+    export_lib.export(trainer.network, os.path.join(workdir, "export"),
+                      trainer.method.inference_logits)
+    results = evaluate(run, selected)
     workdir_lib.mark_done(workdir, {
         "epochs": epochs,
         "accuracy": {name: results[name]["accuracy"]
@@ -322,10 +401,26 @@ def train_and_evaluate(run):
   return results
 
 
+def evaluated_weights(run):
+  """Puts the weights to export and evaluate into the network (the average
+  of config.averaging, if any) and returns what eval.json says of them."""
+  averager = run.trainer.averager
+  if averager is None:
+    return {"averaging": "none", "evaluated": "last"}
+  say(f"Using the {averager.mode.upper()} average of the weights "
+      "(config.averaging) for export and evaluation")
+  info = averager.apply_to(run.trainer.network, run.data.train(0, 1))
+  if info["epochs_averaged"] == 0:
+    logging.warning("averaging=%s: no epoch was averaged; exporting and "
+                    "evaluating the last weights", averager.mode)
+  return info
+
+
 def artifacts(workdir):
   """{what: path} of a finished run's outputs that exist."""
   found = {"eval": "eval.json", "export": "export", "tensorboard": "tb",
-           "checkpoints": "checkpoints", "config": "config.json"}
+           "checkpoints": "checkpoints", "config": "config.json",
+           "margins": "margins.npz"}
   out = {k: os.path.join(workdir, v) for k, v in found.items()
          if os.path.exists(os.path.join(workdir, v))}
   names = sorted(os.listdir(workdir))
@@ -363,23 +458,45 @@ def summary(run, results):
   return "\n".join(lines)
 
 
-def evaluate(run):
+def deployed_logits_fn(run):
+  """images -> the deployed logits (eval mode): the function the export
+  serves (core/export.py), the method's inference_logits on the network's."""
+  model = model_registry.logits_model(run.trainer.network,
+                                      run.trainer.method.inference_logits)
+  return lambda x: model(x, training=False)  # noqa: E731
+
+
+def evaluate(run, selected=None):
+  """eval.json: the attacks, the reports and `selected` (eval.select)."""
   config = run.config
   say(f"Evaluating on the test split: {', '.join(config.eval.attacks)}")
-  logits_fn = lambda x: run.trainer.network(x, training=False)[0]  # noqa: E731
+  logits_fn = deployed_logits_fn(run)
   results = robustness.evaluate(
       logits_fn, run.data.test(), config.eval, run.data.num_classes,
       seed=int(config.seed), jit_compile=use_xla(config.xla),
       verbose=1 if sys.stdout.isatty() else 0,
       # Mirrored: each batch split over the replicas (equal to 1 device).
       # Multi-worker: the chief evaluates alone, so no collectives here.
-      strategy=run.strategy if config.distribute == "mirrored" else None)
+      strategy=run.strategy if config.distribute == "mirrored" else None,
+      keep_margins=True)
+  # Per-example logit margins: DIR/margins.npz, margins.png, TensorBoard.
+  margin_values = margins_lib.pop_values(results)
+  if margin_values:
+    labels = run.data.splits.y_test[:len(next(iter(margin_values.values())))]
+    margins_lib.save(margin_values, labels, run.workdir)
+    margins_lib.write_summaries(margin_values,
+                                os.path.join(run.workdir, "tb", "eval"))
   results.update(reports.run_reports(config.eval.reports, reports.ReportContext(
       logits_fn=logits_fn, data=run.data, config=config, workdir=run.workdir,
       results=dict(results), seed=int(config.seed),
       jit_compile=use_xla(config.xla),
       training_attacks=(run.trainer.train_attack,
                         *run.trainer.method.extra_attacks))))
+  # Which weights these are (last, or an average: core/averaging.py).
+  results["weights"] = getattr(run, "weights", None) or {
+      "averaging": "none", "evaluated": "last"}
+  if selected is not None:  # eval.select (core/selection.py)
+    results["selection"] = selected
   path = os.path.join(run.workdir, "eval.json")
   with open(path + ".tmp", "w") as f:
     json.dump(results, f, indent=2)

@@ -1,7 +1,9 @@
 """SavedModel export: of a live network, or of any checkpoint of a run."""
 import os
+import types
 
 import ml_collections as mlc
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -10,9 +12,13 @@ from official.core import workdir as workdir_lib
 from official.modeling import registry as model_registry
 
 
-def export(network, path):
-  """SavedModel with `serve`: float32 [0,1] NHWC images -> logits."""
-  model = model_registry.logits_model(network)
+def export(network, path, transform=None):
+  """SavedModel with `serve`: float32 [0,1] NHWC images -> logits.
+
+  transform: the method's deployed logits (Method.inference_logits), so that
+  `serve` is what the run's evaluation attacked.
+  """
+  model = model_registry.logits_model(network, transform)
   tmp = path + ".tmp"
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)
@@ -65,4 +71,18 @@ def export_checkpoint(workdir, epoch=None, output=None):
     raise ValueError(f"checkpoint {path} does not match {config_path}: "
                      f"{str(e).strip().splitlines()[0]}") from None
   output = output or os.path.join(workdir, f"export-epoch{number}")
-  return export(network, output), number
+  return export(network, output, deployed_transform(config, data)), number
+
+
+def deployed_transform(config, data_json):
+  """The method's inference_logits for a finished run (None: the identity),
+  rebuilt from its config and data.json's class counts (no data loaded)."""
+  from official.reweighting import base as method_base
+  from official.reweighting import registry as method_registry
+  cls = method_registry.METHODS.get(config.reweighting.name)
+  if cls is None or cls.inference_logits is method_base.Method.inference_logits:
+    return None
+  counts = types.SimpleNamespace(
+      class_counts=np.asarray(data_json["class_counts"], np.int64),
+      num_classes=int(data_json["num_classes"]))
+  return cls(config.reweighting, config=config, data=counts).inference_logits

@@ -50,11 +50,12 @@ class AdversarialTrainer(keras.Model):
 
   def __init__(self, network, *, objective, coefficients, train_attack, method,
                steps_per_epoch, weight_decay, seed, jit_compile,
-               epsilon_warmup_epochs=0):
+               epsilon_warmup_epochs=0, label_smoothing=0.0):
     super().__init__()
     self.network = network
     self.objective = objective
     self.coefficients = dict(coefficients)
+    self.label_smoothing = float(label_smoothing)  # objective.label_smoothing
     self.train_attack = train_attack
     self.method = method
     self.steps_per_epoch = int(steps_per_epoch)
@@ -67,6 +68,9 @@ class AdversarialTrainer(keras.Model):
     self._extras = True  # trace train_step with the method's extra passes
     # Tracked outside Keras (raw tf.Variables): saved by the checkpoint callback.
     self.method_state = method.build_state()
+    # config.averaging's WeightAverage (core/averaging.py), set by the
+    # experiment; saved by the checkpoint callback.
+    self.averager = None
     self.term_names = tuple(self.coefficients) + tuple(
         n for n in getattr(method, "extra_term_names", ()) if n not in self.coefficients)
     names = ["loss", "clean_accuracy", "adversarial_accuracy"]
@@ -260,7 +264,8 @@ class AdversarialTrainer(keras.Model):
       # 4. Per-example terms, the method's weights, the weighted loss.
       ctx.terms = dict(self.objective.terms(
           labels, ctx.natural_logits,
-          ctx.adversarial_logits[self.train_attack.name]))
+          ctx.adversarial_logits[self.train_attack.name],
+          label_smoothing=self.label_smoothing))
       computed = set(ctx.terms)  # the objective's: always real
       ctx.terms.update(self.method.extra_terms(ctx))
       weights = {k: tf.stop_gradient(tf.cast(w, tf.float32))

@@ -72,18 +72,28 @@ def read_json(path):
                      "run's log or use a new --workdir") from None
 
 
-def data_fingerprint(data):
-  """Counts, shapes and a SHA-256 of the training examples a run uses."""
-  ids = np.asarray(data.train_ids)
+def _rows_sha256(ids, splits):
+  """SHA-256 of the ids and of their training-split images and labels."""
   digest = hashlib.sha256()
-  for array in (ids, data.splits.x_train[ids], data.splits.y_train[ids]):
+  for array in (ids, splits.x_train[ids], splits.y_train[ids]):
     array = np.ascontiguousarray(array)
     digest.update(f"{array.dtype}{array.shape}".encode())
     digest.update(array.tobytes())
-  return {"num_train": int(data.num_train), "num_classes": int(data.num_classes),
-          "class_counts": [int(n) for n in data.class_counts],
-          "image_shape": [int(n) for n in data.image_shape],
-          "train_sha256": digest.hexdigest()}
+  return digest.hexdigest()
+
+
+def data_fingerprint(data):
+  """Counts, shapes and a SHA-256 of the training examples a run uses, and
+  of its validation split if it has one (validation_counts per class)."""
+  out = {"num_train": int(data.num_train), "num_classes": int(data.num_classes),
+         "class_counts": [int(n) for n in data.class_counts],
+         "image_shape": [int(n) for n in data.image_shape],
+         "train_sha256": _rows_sha256(np.asarray(data.train_ids), data.splits)}
+  held = np.asarray(getattr(data, "validation_ids", ()), np.int64)
+  if held.size:  # data.validation_per_class > 0 (data/holdout.py)
+    out["validation_counts"] = [int(n) for n in data.validation_counts]
+    out["validation_sha256"] = _rows_sha256(held, data.splits)
+  return out
 
 
 def has_checkpoints(workdir):
@@ -139,8 +149,9 @@ def check_identity(workdir, config_dict, fingerprint, allow=()):
   if os.path.exists(data_path):
     old = read_json(data_path)
     changed = [k for k in ("num_train", "num_classes", "class_counts",
-                           "image_shape", "train_sha256")
-               if k in old and old[k] != fingerprint[k]]
+                           "image_shape", "train_sha256", "validation_counts",
+                           "validation_sha256")
+               if k in old and old[k] != fingerprint.get(k)]
     if changed:
       raise ValueError(
           f"{workdir} was trained on other data ({', '.join(changed)} differ "

@@ -2,11 +2,24 @@
 
 The randomness of an example is a function of a key derived from
 (seed, epoch, id) only, never of a global or per-iterator generator state.
+
+Kinds (`data.augment`; DataBundle.augment holds the resolved one):
+  none, crop (pad 4 + random crop), crop_flip (+ horizontal flip);
+  randaugment+G, autoaugment+G: the policy (official/data/policies.py:
+  torchvision's RandAugment(2, 8) / AutoAugment CIFAR-10, as AT-BSL) and
+  then G, the dataset's own crop/flip (`data.augment: randaugment` resolves
+  to randaugment+crop_flip on CIFAR, randaugment+none on MNIST). The crop and
+  flip draw from the same key as without the policy, which draws from its
+  own fold of it: the policy is the only difference to the plain run.
 """
 import tensorflow as tf
 
-AUGMENTS = ("none", "crop", "crop_flip")
+from official.data import policies
+
+GEOMETRIC = ("none", "crop", "crop_flip")
+AUGMENTS = GEOMETRIC + policies.POLICIES   # what data.augment accepts
 PAD = 4  # torchvision RandomCrop(32, padding=4), as in the papers' code.
+_POLICY_SALT = 0x5eed  # fold of the example key for the policy's draws
 
 
 def example_key(seed, epoch, example_id):
@@ -16,8 +29,24 @@ def example_key(seed, epoch, example_id):
       key, tf.cast(example_id, tf.int64), alg="philox")
 
 
-def apply(image, kind, key):
-  """Augments one [H, W, C] image (uint8 or float) according to `kind`."""
+def resolve(kind, default):
+  """data.augment -> the kind `apply` takes: a policy gets `+default`."""
+  if kind in policies.POLICIES:
+    return f"{kind}+{default}"
+  return kind
+
+
+def apply(image, kind, key, pixel_max=255.0):
+  """Augments one [H, W, C] image (uint8 or float) according to `kind`.
+
+  pixel_max: the images' largest value (255, digits' 16, 1 for floats); the
+  policies work on 8-bit levels and need it.
+  """
+  policy, _, kind = kind.rpartition("+")
+  if policy:
+    policy_key = tf.random.experimental.stateless_fold_in(
+        key, _POLICY_SALT, alg="philox")
+    image = policies.apply(policy, image, policy_key, pixel_max)
   if kind == "none":
     return image
   crop_key, flip_key = tf.unstack(

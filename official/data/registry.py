@@ -7,6 +7,9 @@ tf.data pipelines gather from it by example id:
     drop the remainder, gather + augment (key from (seed, e, id)), batch.
   test():        the test split in order, batched, no augmentation.
 
+  validation(): the held-out validation split (data.validation_per_class,
+    data/holdout.py) in id order, batched, no augmentation.
+
 Elements: {"image": float32 [B, H, W, C] in [0, 1], "label": int32 [B],
 "id": int32 [B]}, where `id` is the row of the original (un-subsampled) split,
 so per-example state can be indexed by it across runs, seeds and subsets.
@@ -17,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from official.data import augment as augment_lib
+from official.data import holdout
 from official.data import long_tail
 from official.data import sources
 
@@ -56,6 +60,15 @@ class DataBundle:
   seed: int = 0
   augment: str = "none"
   splits: sources.Splits = dataclasses.field(default=None, repr=False)
+  # Held-out validation ids (rows of the train split; data/holdout.py), sorted.
+  validation_ids: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(0, np.int64))
+
+  @property
+  def validation_counts(self) -> np.ndarray:
+    """int64 [num_classes]: validation images per class (zeros: no split)."""
+    labels = np.asarray(self.splits.y_train)[self.validation_ids]
+    return np.bincount(labels, minlength=self.num_classes).astype(np.int64)
 
   def train(self, start_epoch: int, end_epoch: int,
             shard: tuple = (0, 1)) -> tf.data.Dataset:
@@ -95,7 +108,7 @@ class DataBundle:
     def example(epoch, i):
       key = augment_lib.example_key(self.seed, epoch, i)
       return {"image": augment_lib.apply(tf.gather(images, i), self.augment,
-                                         key),
+                                         key, self.splits.pixel_max),
               "label": tf.gather(labels, i),
               "id": tf.cast(i, tf.int32)}
 
@@ -112,6 +125,22 @@ class DataBundle:
     images = tf.constant(self.splits.x_test)
     labels = tf.constant(self.splits.y_test, tf.int32)
     ds = tf.data.Dataset.range(len(self.splits.y_test))
+    ds = ds.batch(self.eval_batch_size).map(
+        lambda i: {"image": tf.gather(images, i),
+                   "label": tf.gather(labels, i),
+                   "id": tf.cast(i, tf.int32)})
+    return ds.map(self._to_float).prefetch(tf.data.AUTOTUNE)
+
+  def validation(self) -> tf.data.Dataset:
+    """The validation split in id order, like test(): unaugmented, the last
+    batch may be short; `id` is the example's row of the train split."""
+    if not len(self.validation_ids):
+      raise ValueError("this run has no validation split: set "
+                       "data.validation_per_class > 0")
+    images = tf.constant(self.splits.x_train)
+    labels = tf.constant(self.splits.y_train, tf.int32)
+    ds = tf.data.Dataset.from_tensor_slices(
+        tf.constant(self.validation_ids, tf.int64))
     ds = ds.batch(self.eval_batch_size).map(
         lambda i: {"image": tf.gather(images, i),
                    "label": tf.gather(labels, i),
@@ -135,10 +164,13 @@ def load(data_cfg, *, batch_size: int, seed: int) -> DataBundle:
     raise ValueError(f"unknown data.augment {kind!r}; valid: "
                      f"default, {', '.join(augment_lib.AUGMENTS)}")
   kind = DEFAULT_AUGMENT[name] if kind == "default" else kind
+  # randaugment / autoaugment: the policy, then the dataset's crop/flip.
+  kind = augment_lib.resolve(kind, DEFAULT_AUGMENT[name])
   imbalance = data_cfg.get("imbalance", None) or {}
   profile = imbalance.get("profile", "none")
   ratio = imbalance.get("ratio", 1.0)
   long_tail.check(profile, ratio)  # Fail before a slow load.
+  per_class = holdout.check(data_cfg.get("validation_per_class", 0) or 0)
   eval_batch_size = data_cfg.get("eval_batch_size", 500)
   for key, value in (("batch_size", batch_size),
                      ("data.eval_batch_size", eval_batch_size)):
@@ -147,14 +179,19 @@ def load(data_cfg, *, batch_size: int, seed: int) -> DataBundle:
 
   splits = DATASETS[name](data_cfg)
   num_classes, labels = splits.num_classes, splits.y_train
+  # The validation split first (the last N of each class), then training
+  # (long-tailed or not) from the rest: holdout.py.
+  validation_ids = holdout.validation_ids(labels, per_class, num_classes)
+  remaining = holdout.without(labels, validation_ids)
   if profile == "none":
-    train_ids = np.arange(len(labels), dtype=np.int64)
+    train_ids = np.flatnonzero(remaining >= 0).astype(np.int64)
   else:
     n_max = imbalance.get("n_max", None)
-    if not n_max:  # None or the config's 0: the largest class of the split
-      n_max = np.bincount(labels, minlength=num_classes).max()
+    if not n_max:  # None or the config's 0: the largest class left
+      n_max = np.bincount(remaining[remaining >= 0],
+                          minlength=num_classes).max()
     counts = long_tail.class_counts(profile, ratio, n_max, num_classes)
-    train_ids = long_tail.select_indices(labels, counts,
+    train_ids = long_tail.select_indices(remaining, counts,
                                          imbalance.get("seed", 0))
   num_train = len(train_ids)
   if batch_size > num_train:
@@ -173,4 +210,5 @@ def load(data_cfg, *, batch_size: int, seed: int) -> DataBundle:
       eval_batch_size=int(eval_batch_size),
       seed=int(seed),
       augment=kind,
-      splits=splits)
+      splits=splits,
+      validation_ids=validation_ids)

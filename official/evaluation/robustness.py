@@ -12,6 +12,17 @@ autoattack-fast) runs on the first eval.autoattack_max_examples examples
 same examples, e.g. PGD-20 on the first 500);
 its summaries add "clean_accuracy" (on those examples) and, for ensembles,
 "members": {member: robust accuracy after it, cumulative, reference order}.
+
+Every per-batch attack's summary also has "margin": statistics of the logit
+margin z_y − max_{k≠y} z_k of the attacked points (`margin_summary`; Kanai
+et al., arXiv 2207.10283: its distribution tells a two-peaked, plain-AT-like
+model from one whose points sit at the boundary). With `keep_margins`, the
+per-example margins are also returned (summary["margin_values"], numpy) for
+the caller to store (evaluation/margins.py).
+
+`pgd20-lsa` is PGD-20 on CE(α·z) for each α of eval.lsa_scales (Hitaj et al.,
+arXiv 2103.01914; default 0.1 and 10): a point counts as robust only if it
+survives every α; "per_scale" holds each α's accuracy.
 """
 import dataclasses
 import weakref
@@ -35,7 +46,19 @@ def _cw(c):
                         restarts=c.restarts)
 
 
-# name -> eval config -> AttackSpec (None: no attack).
+def _lsa(c):
+  """PGD-20 on CE(α·z) per α of eval.lsa_scales: a tuple of AttackSpecs."""
+  scales = tuple(float(a) for a in c.get("lsa_scales", (0.1, 10.0)))
+  if not scales:
+    raise ValueError("eval.lsa_scales is empty; give logit scales, e.g. (0.1, 10.0)")
+  return tuple(pgd.AttackSpec(f"pgd20-lsa-x{a:g}", "ce", c.epsilon,
+                              c.pgd_step_size, c.pgd_steps, "uniform",
+                              restarts=c.restarts, logit_scale=a)
+               for a in scales)
+
+
+# name -> eval config -> AttackSpec (None: no attack; a tuple: a per-example
+# worst case over several attacks).
 EVAL_ATTACKS = {
     "natural": lambda c: None,
     "fgsm": lambda c: pgd.fgsm(c.epsilon),
@@ -53,6 +76,7 @@ EVAL_ATTACKS = {
     "kl10": lambda c: pgd.AttackSpec("kl10", "kl", c.epsilon,
                                      c.train_step_size, 10, "gaussian",
                                      restarts=c.restarts),
+    "pgd20-lsa": _lsa,
 }
 
 
@@ -121,6 +145,31 @@ def summarize(correct, labels, num_classes, tail_fraction=0.3):
   }
 
 
+def logit_margins(logits, labels):
+  """z_y − max_{k≠y} z_k per example (> 0: correct)."""
+  onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+  true_logit = tf.reduce_sum(onehot * logits, -1)
+  other = tf.reduce_max(logits - onehot * 1e30, -1)
+  return true_logit - other
+
+
+MARGIN_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def margin_summary(margins, bins=40):
+  """Mean, quantiles, the fraction below 0 and within ±1 of 0, a histogram."""
+  m = np.asarray(margins, np.float64)
+  lo, hi = np.quantile(m, [0.005, 0.995])
+  counts, edges = np.histogram(np.clip(m, lo, hi), bins=bins, range=(lo, hi))
+  return {"mean": float(m.mean()),
+          "quantiles": {f"{q:g}": float(v) for q, v in
+                        zip(MARGIN_QUANTILES, np.quantile(m, MARGIN_QUANTILES))},
+          "fraction_negative": float((m < 0).mean()),
+          "fraction_within_1": float((np.abs(m) < 1).mean()),
+          "histogram": {"edges": edges.tolist(), "counts": counts.tolist(),
+                        "clipped_to": [float(lo), float(hi)]}}
+
+
 def _limit(value):
   value = int(value or 0)
   return value if value > 0 else None
@@ -133,7 +182,7 @@ def _pad_rows(t, size):
 
 
 def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
-             jit_compile=False, verbose=1, strategy=None):
+             jit_compile=False, verbose=1, strategy=None, keep_margins=False):
   """Runs every attack of `eval_cfg.attacks` over `dataset`.
 
   logits_fn: images -> logits (training=False). dataset yields dicts with
@@ -166,6 +215,9 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
   limits = ([limit] if specs else []) + ([aa_limit] if aa_names else [])
   needed = None if None in limits else max(limits, default=0)
   correct = {name: [] for name in specs}
+  margins = {name: [] for name in specs}
+  members = {name: {s.name: [] for s in spec} for name, spec in specs.items()
+             if isinstance(spec, tuple)}
   labels_all, images_aa, labels_aa = [], [], []
   seen = size = 0
   progress = keras.utils.Progbar(
@@ -188,7 +240,11 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
       out = call((_pad_rows(images, size), _pad_rows(labels, size)),
                  (tf.constant(index, tf.int64),))
       for name in specs:
-        correct[name].append(out[name].numpy()[:real])
+        correct[name].append(out[name]["correct"].numpy()[:real])
+        margins[name].append(out[name]["margin"].numpy()[:real])
+        for member in members.get(name, ()):
+          members[name][member].append(
+              out[name]["members"][member].numpy()[:real])
       labels_all.append(labels.numpy())
     seen += real
     running = [(name, float(np.concatenate(correct[name]).mean()))
@@ -201,7 +257,17 @@ def evaluate(logits_fn, dataset, eval_cfg, num_classes, *, seed=0,
     for name, spec in specs.items():
       summary = summarize(np.concatenate(correct[name])[:limit], labels_all,
                           num_classes, tail)
-      summary["attack"] = spec.to_dict() if spec is not None else {}
+      if isinstance(spec, tuple):
+        summary["attack"] = {"members": [s.to_dict() for s in spec]}
+        summary["per_scale"] = {
+            f"{s.logit_scale:g}": float(np.concatenate(
+                members[name][s.name])[:limit].mean()) for s in spec}
+      else:
+        summary["attack"] = spec.to_dict() if spec is not None else {}
+      values = np.concatenate(margins[name])[:limit]
+      summary["margin"] = margin_summary(values)
+      if keep_margins:
+        summary["margin_values"] = values
       results[name] = summary
   if aa_names:
     labels_aa = np.concatenate(labels_aa)[:aa_limit]
@@ -237,20 +303,37 @@ def _batch_function(logits_fn, specs, seed_base, jit_compile, strategy):
   if key in cache:
     return cache[key]
   # No statistics forward in the attacks: the batch's own forward follows.
-  attacks = {name: pgd.make_attack(logits_fn, spec, jit_compile,
-                                   final_logits=False)
+  # A tuple spec (pgd20-lsa) is several attacks, each with its own seed.
+  attacks = {name: [(s.name, pgd.make_attack(logits_fn, s, jit_compile,
+                                             final_logits=False))
+                    for s in (spec if isinstance(spec, tuple) else (spec,))]
              for name, spec in specs.items() if spec is not None}
+
+  def judged(x, labels):
+    # Correct = argmax is the label (ties go to the first index, as always).
+    logits = tf.cast(logits_fn(x), tf.float32)
+    return (tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+            logit_margins(logits, labels))
 
   def batch_correct(images, labels, index):
     out = {}
     for name in specs:
-      x = images
-      if name in attacks:
+      if name not in attacks:
+        correct, margin = judged(images, labels)
+        out[name] = {"correct": correct, "margin": margin}
+        continue
+      results = {}
+      for member, attack in attacks[name]:
         # (seed, batch, attack name): independent of the other attacks.
-        x, _ = attacks[name](images, labels,
-                             pgd.stateless_seed(seed_base, index, name))
-      out[name] = tf.equal(
-          tf.argmax(logits_fn(x), -1, output_type=tf.int32), labels)
+        x, _ = attack(images, labels,
+                      pgd.stateless_seed(seed_base, index, member))
+        results[member] = judged(x, labels)
+      # The per-example worst case over the members.
+      out[name] = {
+          "correct": tf.reduce_all(tf.stack([c for c, _ in results.values()]), 0),
+          "margin": tf.reduce_min(tf.stack([m for _, m in results.values()]), 0)}
+      if isinstance(specs[name], tuple):
+        out[name]["members"] = {m: c for m, (c, _) in results.items()}
     return out
 
   cache[key] = autoattack.replicated(batch_correct, strategy, function=True)

@@ -24,7 +24,9 @@ or the module's file). A resume after the file was edited is therefore
 refused like any other config change; `--allow_config_change=
 model.builder_sha256` resumes anyway (e.g. after a comment-only edit). Only
 that one file is hashed, not modules it imports. Other model.* keys of the
-preset (SmallCNN's filters, ...) do not apply and are dropped.
+preset (SmallCNN's filters, ...) do not apply and are dropped; the generic
+ones stay: model.head=cosine (RoBal's) replaces the model's last layer by a
+cosine head on its features (modeling/heads.py).
 
 From Python (official/api.py), a builder function or a keras.Model object is
 registered for the length of a run under a `python:` builder name; its hash is
@@ -44,8 +46,11 @@ import keras
 import ml_collections as mlc
 import tensorflow as tf
 
+from official.modeling import heads
+
 NAME = "custom"
 PYTHON = "python:"
+GENERIC = ("head", "cosine_gamma")  # model.* keys of every network: kept
 _USAGE = "FILE.py:FUNCTION or package.module:FUNCTION"
 
 
@@ -169,8 +174,10 @@ def resolve(model_cfg):
                      "function (input_shape, num_classes) -> keras.Model")
   spec = normalize(builder)
   load(spec)  # the file imports and has the function: fail before any write
+  generic = {k: model_cfg[k] for k in GENERIC if k in model_cfg}
+  heads.check(generic)
   return mlc.ConfigDict({"name": NAME, "builder": spec,
-                         "builder_sha256": source_sha256(spec)})
+                         "builder_sha256": source_sha256(spec), **generic})
 
 
 def build(model_cfg, input_shape, num_classes, seed=None):
@@ -210,10 +217,18 @@ def build(model_cfg, input_shape, num_classes, seed=None):
                        "keras.Model")
   if spec.startswith(PYTHON):
     _registered(spec).used = user
-  logits = _check_outputs(user, input_shape, int(num_classes), what)
+  _check_outputs(user, input_shape, int(num_classes), what)
+  head, _ = heads.check(model_cfg)
   features, missing = _features(user)
   image = keras.Input(shape=input_shape, name="image")
-  if features is not None:
+  if head != "linear":  # model.head on the features, not the user's logits
+    if features is None:
+      raise ValueError(f"model.head={head} needs the model's features, but "
+                       f"{what} exposes none: {missing}")
+    features = keras.Model(user.inputs, features,
+                           name=f"{user.name}_features")(image)
+    logits = heads.apply(model_cfg, None, features, num_classes)
+  elif features is not None:
     two = keras.Model(user.inputs, [user.outputs[0], features],
                       name=f"{user.name}_features")
     logits, features = two(image)

@@ -14,7 +14,7 @@ import inspect
 
 import keras
 
-from official.modeling import custom, resnet, small_cnn, wide_resnet
+from official.modeling import custom, heads, resnet, small_cnn, wide_resnet
 
 MODELS = {
     "small_cnn": small_cnn.small_cnn,
@@ -44,16 +44,19 @@ def build_model(model_cfg, input_shape, num_classes, seed=None):
     raise ValueError(f"unknown model.name '{name}'; valid: "
                      f"{', '.join(sorted([*MODELS, custom.NAME]))}")
   builder = MODELS[name]
-  # (An empty `builder` is every config's placeholder for model.name=custom.)
+  # Generic keys (every network): the input normalisation and the head; an
+  # empty `builder` is every config's placeholder for model.name=custom.
+  generic = ("name", "normalize", "head", "cosine_gamma")
   options = {k: v for k, v in model_cfg.items()
-             if k not in ("name", "normalize") and not (k == "builder" and not v)}
+             if k not in generic and not (k == "builder" and not v)}
   # Check options against the builder's signature (what a TypeError from the call
   # would tell) before any layer is built, and say it in one line.
   valid = list(inspect.signature(builder).parameters)[2:]  # After (x, num_classes).
   for key in options:
     if key not in valid:
       raise ValueError(f"unknown option model.{key} for model '{name}'; "
-                       f"valid: {', '.join(['name', 'normalize'] + valid)}")
+                       f"valid: {', '.join(list(generic) + valid)}")
+  heads.check(model_cfg)
 
   inputs = keras.Input(shape=tuple(input_shape), name="image")
   x = inputs
@@ -68,11 +71,22 @@ def build_model(model_cfg, input_shape, num_classes, seed=None):
   if seed is not None:
     keras.utils.set_random_seed(seed)
   logits, features = builder(x, num_classes, **options)
+  # model.head: the builder's linear layer, or a cosine head on its features.
+  logits = heads.apply(model_cfg, logits, features, num_classes)
   return keras.Model(inputs, [logits, features], name=name)
 
 
-def logits_model(model):
-  """The logits-only view of a `build_model` model (shares its layers): what gets exported."""
+def logits_model(model, transform=None):
+  """The logits-only view of a `build_model` model (shares its layers): what
+  gets exported and what the evaluation attacks.
+
+  transform: the method's deployed logits (`Method.inference_logits`, e.g.
+  RoBal-N's s·z − τ_p·log π), applied on the symbolic logits; None = the
+  network's logits.
+  """
   # `model.input`, not `model.inputs`: a one-element list would make callers (and the
   # export signature) expect a list and warn on a plain tensor.
-  return keras.Model(model.input, model.outputs[0], name=f"{model.name}_logits")
+  logits = model.outputs[0]
+  if transform is not None:
+    logits = transform(logits)
+  return keras.Model(model.input, logits, name=f"{model.name}_logits")

@@ -87,6 +87,12 @@ class EpochContext:
   strategy: object           # tf.distribute strategy of the run
   seed: int
   jit_compile: bool
+  # validation(spec, epoch) -> evaluation/validation.py ValidationResult: the
+  # current network on the validation split (data.validation_per_class) under
+  # an AttackSpec, per class (clean / robust accuracy, mean CE and KL);
+  # `epoch`: epochs its weights have completed (random starts, cache). None
+  # without a validation split.
+  validation: Optional[Callable] = None
 
 
 class Method:
@@ -103,6 +109,14 @@ class Method:
     self.cfg = cfg
     self.config = config
     self.data = data
+
+  @classmethod
+  def needs_validation(cls, cfg):
+    """Whether, with this config.reweighting, its epoch hooks use
+    run.validation (FRL, WAT, CFA's FAWA): the run then needs
+    data.validation_per_class > 0 (checked before any data is loaded)."""
+    del cfg
+    return False
 
   def build_state(self):
     """Creates state variables; returns {name: tf.Variable or PerExampleMemory}."""
@@ -154,6 +168,16 @@ class Method:
   def save_artifacts(self, workdir):
     """Called once after training: write files (e.g. IAAT's eps.npy)."""
     del workdir
+
+  def inference_logits(self, logits):
+    """The deployed logits from the network's: what the evaluation attacks
+    AND the export serves (one function: model_registry.logits_model).
+    Default: the network's own. RoBal-N: s·z − τ_p·log π. Applied to a
+    symbolic Keras tensor: arithmetic and keras.ops only. A method that
+    overrides it must build from `data.class_counts` and `num_classes`
+    alone (core/export.py rebuilds it from a run's config.json + data.json).
+    """
+    return logits
 
 
 # Methods check their config choices with the one shared helper.

@@ -47,3 +47,17 @@ def test_dlr_by_hand():
   np.testing.assert_allclose(
       losses.dlr(7.0 * logits + 5.0, tf.constant([0, 1])).numpy(),
       [-0.5, 1.0], rtol=1e-5)
+
+
+def test_label_smoothed_cross_entropy_by_hand():
+  # logits (2, 0) with y = 0 and α = 0.2: (1 - α)·log(1 + e^-2)
+  # + α·mean(log(1 + e^-2), log(1 + e^2)).
+  logits = tf.constant([[2.0, 0.0]])
+  a, b = np.log(1 + np.exp(-2.0)), np.log(1 + np.exp(2.0))
+  got = losses.cross_entropy(logits, tf.constant([0]), label_smoothing=0.2)
+  np.testing.assert_allclose(got.numpy(), [0.8 * a + 0.2 * (a + b) / 2],
+                             rtol=1e-6)
+  # α = 0 is the plain CE; smoothing raises the loss of a confident example.
+  plain = losses.cross_entropy(logits, tf.constant([0]), 0.0).numpy()
+  np.testing.assert_allclose(plain, [a], rtol=1e-6)
+  assert got.numpy()[0] > plain[0]

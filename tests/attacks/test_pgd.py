@@ -171,3 +171,39 @@ def test_random_start_is_the_global_slice_under_two_replicas():
 def test_bad_specs_raise_one_line_errors(kw, match):
   with pytest.raises(ValueError, match=match):
     pgd.AttackSpec("bad", **kw)
+
+
+def test_logit_scale_attacks_the_scaled_logits():
+  keras.utils.set_random_seed(3)
+  model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+  x = tf.random.stateless_uniform([8, 4, 4, 1], [1, 2])
+  y = tf.argmax(model(x), -1, output_type=tf.int32)
+  seed = tf.constant([5, 6], tf.int64)
+  spec = pgd.AttackSpec("s", "ce", 0.1, 0.02, 5, "uniform", logit_scale=0.1)
+  scaled, _ = pgd.make_attack(lambda v: model(v), spec)(x, y, seed)
+  plain = pgd.AttackSpec("s", "ce", 0.1, 0.02, 5, "uniform")
+  by_hand, _ = pgd.make_attack(lambda v: 0.1 * model(v), plain)(x, y, seed)
+  np.testing.assert_array_equal(scaled.numpy(), by_hand.numpy())
+  with pytest.raises(ValueError, match="logit_scale must be > 0"):
+    pgd.AttackSpec("s", logit_scale=0.0)
+
+
+def test_one_sided_start_is_x_plus_eps_times_uniform_0_1():
+  """RoBal's start x + eps·U[0, 1): no gradient (a constant forward), so the
+  iterate stays at its (clipped) start."""
+  noise = pgd.random_start_noise("one_sided", tf.constant([64, 4, 4, 1]),
+                                 tf.constant([3, 4], tf.int64)).numpy()
+  assert noise.min() >= 0.0 and noise.max() < 1.0 and noise.mean() > 0.4
+  x = tf.fill([8, 4, 4, 1], 0.5)
+  constant = lambda x: tf.zeros([tf.shape(x)[0], 10]) + 0.0 * tf.reduce_sum(x)  # noqa: E731
+  spec = pgd.AttackSpec("p", epsilon=0.2, step_size=0.05, steps=2,
+                        random_start="one_sided")
+  x_adv, _ = pgd.make_attack(constant, spec)(x, tf.zeros([8], tf.int32), [1, 2])
+  delta = (x_adv - x).numpy()
+  assert delta.min() >= 0.0 and delta.max() <= 0.2 and delta.mean() > 0.05
+  # Near the top of the box it is clipped to 1.
+  top = tf.fill([8, 4, 4, 1], 0.95)
+  x_adv, _ = pgd.make_attack(constant, spec)(top, tf.zeros([8], tf.int32),
+                                             [1, 2])
+  assert x_adv.numpy().max() <= 1.0 and (x_adv.numpy() >= 0.95).all()

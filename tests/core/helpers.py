@@ -72,3 +72,18 @@ def train_cli(args, module="official.train", timeout=600):
 
 def error_lines(proc):
   return [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+
+
+def fit_epochs(config, workdir, steps_per_epoch=6):
+  """prepare() a run and fit it to config.epochs through experiment._fit
+  (the method's epoch hooks, checkpoints, eval.select's record), with epochs
+  cut to `steps_per_epoch` steps; resumes like a rerun of the command."""
+  from official.core import experiment
+  from official.core import workdir as workdir_lib
+  run = experiment.prepare(config, str(workdir))
+  run.data.steps_per_epoch = run.trainer.steps_per_epoch = steps_per_epoch
+  try:
+    experiment._fit(run)  # pylint: disable=protected-access
+  finally:
+    workdir_lib.release(str(workdir))
+  return run

@@ -170,3 +170,18 @@ def test_cli_errors_are_one_line_and_keep_the_workdir(finished_run, args, match)
       errors[0].startswith("error: ") and match in errors[0]), proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert _snapshot(run.workdir) == before
+
+
+def test_onecycle_schedule_follows_pytorchs_onecycle_by_hand():
+  import math
+  schedule = experiment.OneCycle(0.1, total_steps=100, pct_start=0.25)
+  lr = lambda s: float(schedule(s))  # noqa: E731
+  # torch: starts at max/25, peaks at step pct·total − 1 = 24, ends at
+  # max/25/1e4 at step total − 1, cosine in between.
+  assert lr(0) == pytest.approx(0.1 / 25, rel=1e-5)
+  assert lr(24) == pytest.approx(0.1, rel=1e-5)
+  assert lr(99) == pytest.approx(0.1 / 25 / 1e4, rel=1e-4)
+  mid_up = 0.004 + (0.1 - 0.004) / 2 * (1 - math.cos(math.pi * 12 / 24))
+  assert lr(12) == pytest.approx(mid_up, rel=1e-5)
+  mid_down = 4e-7 + (0.1 - 4e-7) / 2 * (1 + math.cos(math.pi * 37.5 / 75))
+  assert lr(61.5) == pytest.approx(mid_down, rel=1e-5)

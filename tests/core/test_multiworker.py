@@ -4,15 +4,17 @@ Every worker process imports TensorFlow (slow here), so the processes are
 few: one pair trains every method's case (tests/core/multiworker_job.py),
 one pair runs official.train to the end, one pair is killed mid-run and one
 pair resumes it; two single processes check start-up errors. Every wait has a
-timeout and every process is killed at the end, pass or fail.
+timeout and every process is killed at the end, pass or fail. The
+official.train runs of the kill test get a private TMPDIR: nothing may be
+left in the system temp dir.
 """
 import glob
 import json
 import os
 import signal
 import subprocess
+import re
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -39,28 +41,31 @@ def processes():
     p.wait(timeout=30)
 
 
-def _env(tf_config=None, timeout=TIMEOUT):
+def _env(tf_config=None, timeout=TIMEOUT, tmpdir=None):
   env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
          cluster.TIMEOUT_ENV: timeout, "TF_NUM_INTRAOP_THREADS": "1",
          "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
   env.pop("TF_CONFIG", None)
   if tf_config is not None:
     env["TF_CONFIG"] = tf_config
+  if tmpdir is not None:
+    env["TMPDIR"] = str(tmpdir)
   return env
 
 
-def _start(processes, args, tf_config=None, log=None, timeout=TIMEOUT):
+def _start(processes, args, tf_config=None, log=None, timeout=TIMEOUT,
+           tmpdir=None, err=subprocess.STDOUT):
   p = subprocess.Popen([sys.executable, *args], cwd=REPO,
-                       env=_env(tf_config, timeout),
-                       stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT)
+                       env=_env(tf_config, timeout, tmpdir),
+                       stdout=log or subprocess.PIPE, stderr=err)
   processes.append(p)
   return p
 
 
-def _launch(processes, args, seconds):
+def _launch(processes, args, seconds, tmpdir=None):
   """tools.launch_local with 2 workers; returns (exit code, output)."""
   p = _start(processes, ["-m", "tools.launch_local", "--num_workers=2",
-                         "--", *args])
+                         "--", *args], tmpdir=tmpdir)
   out, _ = p.communicate(timeout=seconds)
   return p.returncode, out.decode(errors="replace")
 
@@ -185,11 +190,13 @@ def test_official_train_chief_writes_and_a_killed_worker_resumes(
     tmp_path, processes):
   config = _config_file(tmp_path)
   train = ["-m", "official.train", f"--config={config}"]
-  before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ckpt-worker1-*")))
+  tmpdir = tmp_path / "tmpdir"  # the workers' system temp dir
+  tmpdir.mkdir()
 
   # 1. Uninterrupted: only the chief writes tb/, eval.json, export/.
   full = str(tmp_path / "full")
-  code, log = _launch(processes, [*train, f"--workdir={full}"], seconds=420)
+  code, log = _launch(processes, [*train, f"--workdir={full}"], seconds=420,
+                      tmpdir=tmpdir)
   assert code == 0, log[-3000:]
   for name in ("tb", "eval.json", "export", "config.json", "checkpoints"):
     assert os.path.exists(os.path.join(full, name)), name
@@ -201,44 +208,122 @@ def test_official_train_chief_writes_and_a_killed_worker_resumes(
                      for e in events} == pids
   evaluating = [line for line in log.splitlines() if "Evaluating" in line]
   assert evaluating and all(l.startswith("[worker 0]") for l in evaluating)
-  # The other worker's checkpoints went to a temporary directory, deleted.
-  assert set(glob.glob(os.path.join(tempfile.gettempdir(),
-                                    "ckpt-worker1-*"))) == before
+  # The other worker's checkpoints went to DIR/.scratch/worker-1, deleted;
+  # nothing in the system temp dir.
+  assert not os.path.exists(os.path.join(full, cluster.SCRATCH))
+  assert os.listdir(tmpdir) == []
   assert sorted(os.listdir(os.path.join(full, "checkpoints"))) == sorted(
       ["checkpoint"] + [f"ckpt-{e}.{s}" for e in (1, 2, 3)
                         for s in ("index", "data-00000-of-00001")])
 
-  # 2. Worker 1 killed (SIGKILL) after the first checkpoint: worker 0 stops.
+  # 2. Worker 1 killed (SIGKILL) while it saves a checkpoint (its scratch
+  # directory exists for 0.03-1.5 s per save here): worker 0 stops with one
+  # error line naming it, exit code 3.
   killed = str(tmp_path / "killed")
-  with open(tmp_path / "w0.log", "wb") as log0:
+  scratch = os.path.join(killed, cluster.SCRATCH, "worker-1")
+  with open(tmp_path / "w0.log", "wb") as log0, \
+       open(tmp_path / "w0.err", "wb") as err0:
     ports = launch_local.free_ports(2)
     w0, w1 = [_start(processes, [*train, f"--workdir={killed}"], tf_config=c,
-                     log=log0 if i == 0 else subprocess.DEVNULL)
+                     log=log0 if i == 0 else subprocess.DEVNULL,
+                     err=err0 if i == 0 else subprocess.DEVNULL,
+                     tmpdir=tmpdir)
               for i, c in enumerate(launch_local.tf_configs(ports))]
     deadline = time.time() + 300
-    while not os.path.exists(os.path.join(killed, "checkpoints",
-                                          "ckpt-1.index")):
+    while not os.path.exists(scratch):
       assert time.time() < deadline and w0.poll() is None and w1.poll() is None
-      time.sleep(0.1)
+      time.sleep(0.005)
     w1.send_signal(signal.SIGKILL)
     killed_at = time.time()
-    w0.wait(timeout=120)  # a bounded stop, not a hang
+    w0.wait(timeout=180)  # a bounded stop, not a hang (85 s at load 40)
   stopped_after = time.time() - killed_at
-  assert w0.returncode != 0
+  mid_save = os.path.exists(scratch)
+  err = (tmp_path / "w0.err").read_text()
+  lines = err.strip().splitlines()
+  assert w0.returncode == 3, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  assert [l for l in lines if l.startswith("error:")] == lines[-1:], err[-3000:]
+  # The symptom (heartbeats, connection) depends on the moment of the kill:
+  # test_a_lost_peer_is_one_error_line_naming_it has the exact texts.
+  assert re.fullmatch(
+      re.escape(f"error: lost worker 1 (127.0.0.1:{ports[1]}) of the "
+                "TF_CONFIG cluster: ") + r"[^;]+ \((Unavailable|Aborted|"
+      r"DeadlineExceeded)Error\); " + re.escape(
+          "rerun the same command on every worker: the run resumes from the "
+          f"chief's last checkpoint (if any) in {killed}/checkpoints"),
+      lines[-1]), err[-3000:]
   assert not os.path.exists(os.path.join(killed, "eval.json"))
+  # A killed save leaves its scratch in the workdir, never in the system
+  # temp dir (only TensorFlow's autograph files there: a SIGKILLed process
+  # cannot delete them at exit).
+  left_in_tmp = set(os.listdir(tmpdir))
+  assert all(n.startswith("__autograph_generated_file") for n in left_in_tmp)
+  # What a save killed midway leaves (made here if the kill came just after
+  # the save), and a worker that is not in the cluster any more.
+  os.makedirs(os.path.join(scratch, "ckpt-1_temp"), exist_ok=True)
+  os.makedirs(os.path.join(killed, cluster.SCRATCH, "worker-5"))
 
   # 3. The same commands again: resume from the last checkpoint, finish with
-  # the weights of the uninterrupted run.
-  code, log = _launch(processes, [*train, f"--workdir={killed}"], seconds=420)
+  # the weights of the uninterrupted run; the scratch is gone.
+  code, log = _launch(processes, [*train, f"--workdir={killed}"], seconds=420,
+                      tmpdir=tmpdir)
   assert code == 0, log[-3000:]
   resumed = [line for line in log.splitlines() if "Resuming" in line]
   assert resumed and "from epoch 3" not in resumed[0], resumed
+  assert not os.path.exists(os.path.join(killed, cluster.SCRATCH))
+  assert set(os.listdir(tmpdir)) == left_in_tmp
   a, b = _checkpoint(full, 3), _checkpoint(killed, 3)
   assert sorted(a) == sorted(b)
   assert len([k for k in a if "_trainable_variables" in k]) == 14  # SmallCNN
   for key in a:
     np.testing.assert_allclose(b[key], a[key], atol=1e-5, err_msg=key)
-  print(f"worker 0 stopped {stopped_after:.0f}s after worker 1 was killed")
+  print(f"worker 0 stopped {stopped_after:.0f}s after worker 1 was killed "
+        f"({'during' if mid_save else 'just after'} its save)")
+
+
+def test_a_lost_peer_is_one_error_line_naming_it(monkeypatch):
+  """What TensorFlow raised in the survivor of a SIGKILLed peer (measured:
+  the chief's and worker 1's side), and a timeout that names no one."""
+  two = {"worker": ["127.0.0.1:5001", "127.0.0.1:5002"]}
+  three = {"worker": [*two["worker"], "127.0.0.1:5003"]}
+  heartbeat = (
+      "{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device"
+      "_/job:worker/replica:0/task:0/device:CPU:0}} Collective ops is aborted "
+      "by: Error reported from /job:worker/task:1: The following tasks are "
+      "unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\n"
+      "The tasks have crashed. [Op:CollectiveReduceV2]")
+  refused = (
+      "{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device"
+      "_/job:worker/replica:0/task:1/device:CPU:0}} Collective ops is aborted "
+      "by: failed to connect to all addresses; last error: UNKNOWN: "
+      "ipv4:127.0.0.1:5001: Failed to connect to remote host: Connection "
+      "refused\nAdditional GRPC error information from remote target "
+      "/job:worker/replica:0/task:0 while calling /tensorflow.WorkerService/"
+      "CompleteInstance [Op:CollectiveReduceV2]")
+  resume = ("rerun the same command on every worker: the run resumes from the "
+            "chief's last checkpoint (if any) in DIR/checkpoints")
+  assert cluster.lost_peer(tf.errors.UnavailableError(None, None, heartbeat),
+                           "DIR") is None  # no cluster in this process
+  monkeypatch.setattr(cluster, "_STRATEGY", ["a multi-worker strategy"])
+  monkeypatch.setenv(cluster.TIMEOUT_ENV, "30")
+  cases = [
+      (two, 0, tf.errors.UnavailableError(None, None, heartbeat),
+       "lost worker 1 (127.0.0.1:5002) of the TF_CONFIG cluster: it stopped "
+       "sending heartbeats (UnavailableError)"),
+      (two, 1, tf.errors.UnavailableError(None, None, refused),
+       "lost worker 0 (127.0.0.1:5001) of the TF_CONFIG cluster: it refused "
+       "the connection (UnavailableError)"),
+      (three, 0, tf.errors.DeadlineExceededError(None, None, "timed out"),
+       "lost a peer of the TF_CONFIG cluster (the error does not say which: "
+       "worker 1 (127.0.0.1:5002) or worker 2 (127.0.0.1:5003)): no answer "
+       "within 30s (DeadlineExceededError)")]
+  for spec, index, error, message in cases:
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": spec, "task": {"type": "worker", "index": index}}))
+    assert cluster.lost_peer(error, "DIR") == f"{message}; {resume}"
+  # Not a peer's loss: raised as it is.
+  assert cluster.lost_peer(tf.errors.InvalidArgumentError(None, None, "x"),
+                           "DIR") is None
 
 
 def test_unreachable_peer_and_bad_tf_config_end_with_one_error_line(

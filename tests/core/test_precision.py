@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from official.attacks import losses
 from official.attacks import pgd
 from official.core import experiment
 from official.core import export
@@ -59,9 +60,13 @@ def test_mixed_runs_train_and_attacks_stay_in_the_ball(tmp_path, mode):
   assert delta.max() <= spec.epsilon + 1e-6 and delta.max() > 0.5 * spec.epsilon
   assert 0.0 <= x_adv.numpy().min() and x_adv.numpy().max() <= 1.0
   assert stats["logits"].dtype == tf.float32
-  # The attack works: adversarial accuracy below clean accuracy.
-  adversarial = float(np.mean(np.argmax(stats["logits"], -1) == y.numpy()))
-  assert adversarial < after
+  # The attack works: it raises the loss it ascends, on average. (Not its
+  # accuracy: on a model 80 steps from its start, two small steps from a
+  # random start may fix as many points as they break; on this machine's
+  # native float16 kernels that happened: 0.32 adversarial vs 0.29 clean.)
+  clean_loss = losses.cross_entropy(logits, y).numpy().mean()
+  assert stats["loss"].numpy().mean() > clean_loss + 0.01, (
+      stats["loss"].numpy().mean(), clean_loss)
 
 
 def _zero_fraction(network, x, y, rescale):
@@ -116,7 +121,11 @@ def test_export_serves_float32_and_resume_restores_the_loss_scale(tmp_path):
   loaded = tf.saved_model.load(path)  # (keep it: it owns the variables)
   served = loaded.serve(x)
   assert served.dtype == tf.float32
-  np.testing.assert_allclose(served, run.trainer.network(x)[0], atol=1e-6)
+  # Both compute in float16 (unit roundoff 4.9e-4); the saved graph may pick
+  # other kernels (this machine has native avx512_fp16): equal to float16's
+  # precision, not bit for bit.
+  np.testing.assert_allclose(served, run.trainer.network(x)[0], rtol=1e-3,
+                             atol=1e-5)
 
   run.checkpointer.save(1)
   again = experiment.prepare(helpers.tiny_config(precision="mixed_float16"),

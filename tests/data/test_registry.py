@@ -227,7 +227,8 @@ def test_mirrored_strategy_splits_batches(digits):
                                 r"cifar10, cifar100, digits, mnist, npz, "
                                 r"svhn_cropped$"),
     (dict(augment="rotate"), 10, r"^unknown data.augment 'rotate'; valid: "
-                                 r"default, none, crop, crop_flip$"),
+                                 r"default, none, crop, crop_flip, randaugment, "
+                                 r"autoaugment$"),
     (dict(imbalance=dict(profile="zipf", ratio=10.0)), 10,
      r"^unknown data.imbalance.profile 'zipf'; valid: none, exp, step$"),
     (dict(imbalance=dict(profile="exp", ratio=0.1)), 10,

@@ -171,3 +171,54 @@ def test_evaluating_a_model_again_reuses_its_trace():
   other = robustness.evaluate(forward, data, cfg, 10, seed=1, verbose=0)
   assert len(cached) == 2
   assert other["natural"]["accuracy"] == first["natural"]["accuracy"]
+
+
+def test_margins_by_hand_and_kept_per_example():
+  logits = tf.constant([[3.0, 1.0, 2.0], [0.0, 4.0, 1.0], [1.0, 1.0, 0.0]])
+  labels = tf.constant([0, 2, 1])
+  # 3 − 2; 1 − 4; a tie: 1 − 1 = 0.
+  np.testing.assert_allclose(
+      robustness.logit_margins(logits, labels).numpy(), [1.0, -3.0, 0.0])
+  s = robustness.margin_summary(np.array([-2.0, -0.5, 0.5, 3.0]))
+  assert s["fraction_negative"] == 0.5 and s["fraction_within_1"] == 0.5
+  assert s["quantiles"]["0.5"] == pytest.approx(0.0)
+  assert sum(s["histogram"]["counts"]) == 4
+  # In an evaluation: natural margins are the logit margins of the clean
+  # images, and an attack lowers them.
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+  images = np.random.default_rng(0).uniform(size=(32, 6, 6, 1)).astype(np.float32)
+  y = np.argmax(model(images).numpy(), -1).astype(np.int32)
+  data = tf.data.Dataset.from_tensor_slices({"image": images, "label": y}).batch(16)
+  out = robustness.evaluate(lambda x: model(x), data,
+                            _eval_cfg(("natural", "pgd20")), 3, verbose=0,
+                            keep_margins=True)
+  np.testing.assert_allclose(
+      out["natural"]["margin_values"],
+      robustness.logit_margins(model(images), y).numpy(), rtol=1e-5)
+  assert (out["natural"]["margin_values"] > 0).all()
+  assert out["pgd20"]["margin_values"].mean() < out["natural"]["margin_values"].mean()
+  assert out["pgd20"]["margin"]["fraction_negative"] == pytest.approx(
+      1 - out["pgd20"]["accuracy"])
+
+
+def test_logit_scaled_pgd_is_the_worst_case_over_its_scales():
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+  images = np.random.default_rng(1).uniform(size=(64, 6, 6, 1)).astype(np.float32)
+  y = np.argmax(model(images).numpy(), -1).astype(np.int32)
+  data = tf.data.Dataset.from_tensor_slices({"image": images, "label": y}).batch(32)
+  cfg = _eval_cfg(("pgd20-lsa",))
+  cfg.lsa_scales = (0.1, 10.0)
+  out = robustness.evaluate(lambda x: model(x), data, cfg, 3, seed=1,
+                            verbose=0)["pgd20-lsa"]
+  assert set(out["per_scale"]) == {"0.1", "10"}
+  assert out["accuracy"] <= min(out["per_scale"].values())
+  assert [m["logit_scale"] for m in out["attack"]["members"]] == [0.1, 10.0]
+  # One scale alone equals its member's accuracy in the ensemble.
+  cfg.lsa_scales = (10.0,)
+  alone = robustness.evaluate(lambda x: model(x), data, cfg, 3, seed=1,
+                              verbose=0)["pgd20-lsa"]
+  assert alone["accuracy"] == pytest.approx(out["per_scale"]["10"])

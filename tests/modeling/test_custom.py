@@ -190,6 +190,31 @@ def test_prepare_stops_before_writing_when_features_are_missing(builders, tmp_pa
   assert not os.path.exists(tmp_path / "w")
 
 
+def test_a_cosine_head_replaces_the_last_layer_on_the_features(builders):
+  cfg = custom.resolve(mlc.ConfigDict({
+      "name": "custom", "builder": f"{builders}:build", "head": "cosine",
+      "cosine_gamma": 0.0, "filters": (1,)}))
+  assert cfg.to_dict() == {"name": "custom", "builder": f"{builders}:build",
+                           "builder_sha256": hashlib.sha256(
+                               BUILDERS.encode()).hexdigest(),
+                           "head": "cosine", "cosine_gamma": 0.0}
+  model = registry.build_model(cfg, (8, 8, 1), 10, seed=0)
+  # The user's Dense(48) and the cosine kernel; not the user's last Dense.
+  assert [tuple(v.shape) for v in model.trainable_variables] == [
+      (64, 48), (48,), (48, 10)]
+  x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
+  logits, features = model(x)
+  kernel = model.trainable_variables[-1].numpy()
+  expected = (features.numpy() / np.linalg.norm(features, axis=1, keepdims=True)
+              ) @ (kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match=r"model.head=cosine needs the model's "
+                     r"features, but .* exposes none: its last layer"):
+    registry.build_model(custom.resolve(mlc.ConfigDict({
+        "name": "custom", "builder": f"{builders}:two_heads",
+        "head": "cosine"})), (8, 8, 1), 10)
+
+
 def test_architecture_hash_ignores_layer_names_not_settings():
   def make(units):
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units),
@@ -258,7 +283,8 @@ def test_cli_trains_a_builder_file_and_refuses_it_edited(builders, tmp_path):
   recorded = json.load(open(os.path.join(workdir, "config.json")))["model"]
   assert recorded == {"name": "custom", "builder": f"{builders}:build",
                       "builder_sha256": hashlib.sha256(
-                          BUILDERS.encode()).hexdigest()}
+                          BUILDERS.encode()).hexdigest(),
+                      "head": "linear", "cosine_gamma": 0.03125}
   done = json.load(open(os.path.join(workdir, "done.json")))
   assert set(done["accuracy"]) == {"natural", "pgd20"}
   assert os.path.exists(os.path.join(workdir, "export", "saved_model.pb"))

@@ -60,3 +60,21 @@ def test_unknown_objective_names_the_choices():
   import pytest
   with pytest.raises(ValueError, match="unknown objective.name 'x'; valid: at, mart, trades"):
     objectives.get_objective("x")
+
+
+def test_label_smoothing_smooths_only_the_classification_ce():
+  alpha = 0.2
+  smooth = lambda z, y: ((1 - alpha) * _ce(z, y) + alpha * -np.log(  # noqa: E731
+      _softmax(z)).mean(-1))
+  trades = {k: v.numpy() for k, v in objectives.get_objective("trades").terms(
+      Y, NAT, ADV, label_smoothing=alpha).items()}
+  np.testing.assert_allclose(trades["nat"], smooth(NAT, Y), rtol=1e-5)
+  np.testing.assert_allclose(trades["kl"], _kl(NAT, ADV), rtol=1e-5)
+  at = objectives.get_objective("at").terms(Y, None, ADV, label_smoothing=alpha)
+  np.testing.assert_allclose(at["adv"].numpy(), smooth(ADV, Y), rtol=1e-5)
+  mart = objectives.get_objective("mart")
+  plain, smoothed = mart.terms(Y, NAT, ADV), mart.terms(Y, NAT, ADV,
+                                                          label_smoothing=alpha)
+  np.testing.assert_allclose(smoothed["adv"] - plain["adv"],
+                             smooth(ADV, Y) - _ce(ADV, Y), rtol=1e-4)
+  np.testing.assert_allclose(smoothed["kl"], plain["kl"])

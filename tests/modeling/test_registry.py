@@ -106,3 +106,38 @@ def test_logits_model_shares_layers_and_exports(tmp_path):
   loaded = tf.saved_model.load(str(tmp_path / "serve"))
   served = loaded.serve(x)
   np.testing.assert_allclose(served, model(x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_cosine_head_on_every_network(name):
+  """model.head=cosine: z = <x/|x|, w_j/(|w_j| + gamma)> on the features."""
+  model = build(name, head="cosine", cosine_gamma=0.5, **SMALL[name])
+  x = images((8, 8, 3))
+  z, features = (t.numpy() for t in model(x))
+  kernel = model.get_layer("cosine_logits").kernel.numpy()
+  unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+  expected = unit @ (kernel / (np.linalg.norm(kernel, axis=0) + 0.5))
+  np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-6)
+  assert np.abs(z).max() < 1.0
+  assert "logits" not in [layer.name for layer in model.layers]
+
+
+def test_bad_head_is_a_one_line_value_error():
+  with pytest.raises(ValueError, match=r"^unknown model.head 'arc'; valid: "
+                     r"linear, cosine$"):
+    build("small_cnn", head="arc", **SMALL["small_cnn"])
+  with pytest.raises(ValueError, match=r"model.cosine_gamma must be a number "
+                     r">= 0, got -0.1"):
+    build("small_cnn", head="cosine", cosine_gamma=-0.1, **SMALL["small_cnn"])
+
+
+def test_logits_model_applies_the_deployed_transform(tmp_path):
+  model = build("small_cnn", head="cosine", **SMALL["small_cnn"])
+  bias = np.float32(np.arange(10))
+  deployed = registry.logits_model(model, lambda z: 10.0 * z - bias)
+  x = images((8, 8, 3))
+  np.testing.assert_allclose(deployed(x), 10 * model(x)[0].numpy() - bias,
+                             rtol=1e-5, atol=1e-5)
+  deployed.export(str(tmp_path / "serve"), verbose=False)
+  loaded = tf.saved_model.load(str(tmp_path / "serve"))
+  np.testing.assert_allclose(loaded.serve(x), deployed(x), rtol=1e-5, atol=1e-5)

@@ -1,32 +1,42 @@
-"""tools/benchmark.py: the pure parts (pass counts, overhead, the ratio line,
-alternation); the timing itself is the tool's job, not a test's."""
+"""tools/benchmark.py and its sections in tools/bench/: the pure parts (pass
+counts, overhead, the ratio line, alternation); the timing itself is the
+tool's job, not a test's."""
 import importlib.util
 import re
 
 import pytest
 
 from tools import benchmark
+from tools.bench import art_attacks
+from tools.bench import autoattack as bench_autoattack
+from tools.bench import evaluation
+from tools.bench import exports
+from tools.bench import methods
+from tools.bench import steps
+from tools.bench import timing
 
 
 def _config(method, **overrides):
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(["benchmark"])
-  return benchmark.load_config(method, "mnist10k", **overrides)
+  return steps.load_config(method, "mnist10k", **overrides)
 
 
 @pytest.mark.parametrize("method,passes", [
     ("at", (10, 1, 0)), ("trades", (10, 2, 1)), ("mart", (10, 2, 0)),
     ("gairat", (10, 1, 0)), ("mail", (10, 1, 0)), ("done", (10, 1, 0)),
-    ("srat", (10, 1, 0)), ("lrat", (20, 3, 0)), ("iaat", (30, 1, 3))])
+    ("srat", (10, 1, 0)), ("lrat", (20, 3, 0)), ("iaat", (30, 1, 3)),
+    ("robal", (10, 2, 0)), ("at_bsl", (10, 1, 0)), ("arow", (10, 2, 1)),
+    ("weat", (10, 2, 1))])
 def test_inherent_passes_of_every_method(method, passes):
-  assert benchmark.inherent_passes(_config(method)) == passes
+  assert methods.inherent_passes(_config(method)) == passes
 
 
 def test_inherent_passes_follow_the_options():
-  assert benchmark.inherent_passes(_config(
+  assert methods.inherent_passes(_config(
       "lrat", **{"reweighting.variants": ("cw", "fgsm")})) == (21, 4, 0)
-  assert benchmark.inherent_passes(_config("at", **{"attack.steps": 5})) == (
+  assert methods.inherent_passes(_config("at", **{"attack.steps": 5})) == (
       5, 1, 0)
   # The benchmark times full steps: no burn-in, no warm-up.
   assert _config("lrat").reweighting.burn_in_epochs == 0
@@ -35,9 +45,9 @@ def test_inherent_passes_follow_the_options():
 
 def test_overhead_and_ratio_line():
   # 10 attack iterations of 0.1 s + 1 training pass of 0.2 s = 1.2 s inherent.
-  assert benchmark.overhead(1.26, (10, 1, 0), (0.1, 0.2, 0.05)) == (
+  assert methods.overhead(1.26, (10, 1, 0), (0.1, 0.2, 0.05)) == (
       pytest.approx(0.05))
-  assert benchmark.ratio_line("project", 103.0, 100.0) == (
+  assert timing.ratio_line("project", 103.0, 100.0) == (
       "project: 103.0 ex/s vs reference 100.0 ex/s: ratio 1.03")
 
 
@@ -51,17 +61,17 @@ def test_alternate_takes_the_median_of_rounds():
       order.append(name)
       return next(rounds[name])
     return run
-  rates = benchmark.alternate({"a": fn("a"), "b": fn("b")}, 3)
+  rates = timing.alternate({"a": fn("a"), "b": fn("b")}, 3)
   assert rates == {"a": 10.0, "b": 5.0}
   assert order == ["a", "b"] * 3  # alternated, not one after the other
 
 
 def test_paired_ratio_is_the_median_of_same_round_ratios():
   # Round 2 ran on a loaded machine: both slow, the pair's ratio unchanged.
-  assert benchmark.paired_ratio([100, 50, 110], [100, 50, 100]) == (
+  assert timing.paired_ratio([100, 50, 110], [100, 50, 100]) == (
       pytest.approx(1.0))
   rounds = {}
-  benchmark.alternate({"a": lambda: (4, 2.0)}, 2, rounds)
+  timing.alternate({"a": lambda: (4, 2.0)}, 2, rounds)
   assert rounds == {"a": [2.0, 2.0]}
 
 
@@ -113,14 +123,14 @@ def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
                    ("fab-t", functools.partial(fab.fab_t, steps=5)),
                    ("square", functools.partial(square.square, n_queries=20))):
     monkeypatch.setitem(autoattack.MEMBERS, name, fn)
-  monkeypatch.setattr(benchmark, "AA_PRESET", "digits")
-  monkeypatch.setattr(benchmark, "ART_APGD_STEPS", 5)
-  monkeypatch.setattr(benchmark, "ART_SQUARE_QUERIES", 20)
+  monkeypatch.setattr(bench_autoattack, "AA_PRESET", "digits")
+  monkeypatch.setattr(art_attacks, "ART_APGD_STEPS", 5)
+  monkeypatch.setattr(art_attacks, "ART_SQUARE_QUERIES", 20)
   # flagsaver, not monkeypatch: monkeypatch's undo deleted the flags
   # (FlagValues.__delattr__) for every later test.
   with flagsaver.flagsaver(aa_export=str(tmp_path / "export"), aa_examples=12,
                            aa_warmup=2, aa_repeats=1, aa_xla=["off", "on"]):
-    lines = benchmark.section_autoattack(str(tmp_path))
+    lines = bench_autoattack.section_autoattack(str(tmp_path))
   assert lines[0].startswith("autoattack [12 digits test images, eps 0.1")
   natural = float(lines[0].rsplit(" ", 1)[1])
   assert natural > 0.5  # it learned something: there is something to attack
@@ -151,12 +161,12 @@ def test_autoattack_section_on_a_few_images(monkeypatch, tmp_path):
 
 
 def test_floor_line_caps_the_ratio_to_art():
-  line = benchmark.floor_line("pgd20", {"project": 80.0, "ART": 50.0,
-                                        "floor": 100.0})
+  line = evaluation.floor_line("pgd20", {"project": 80.0, "ART": 50.0,
+                                         "floor": 100.0})
   assert line.endswith("100.0 ex/s: project/floor 0.80, ART/floor 0.50: no "
                        "implementation can exceed 2.00x ART on this model")
-  assert benchmark.floor_line("pgd20", {"project": 50.0, "floor": 100.0}
-                              ).endswith("project/floor 0.50")
+  assert evaluation.floor_line("pgd20", {"project": 50.0, "floor": 100.0}
+                               ).endswith("project/floor 0.50")
 
 
 def test_floor_loop_is_a_working_attack(tmp_path):
@@ -171,14 +181,14 @@ def test_floor_loop_is_a_working_attack(tmp_path):
   x, y = x[1400:1600], y[1400:1600]
   natural = float(np.mean(np.argmax(serve(x).numpy(), -1) == y))
   config = ml_collections.ConfigDict({"epsilon": 0.1, "pgd_step_size": 0.025})
-  n, seconds, one = benchmark._floor_loop(serve, x, y, config, 1)()
-  _, _, twenty = benchmark._floor_loop(serve, x, y, config, 20)()
+  n, seconds, one = evaluation._floor_loop(serve, x, y, config, 1)()
+  _, _, twenty = evaluation._floor_loop(serve, x, y, config, 20)()
   assert n == 200 and seconds > 0
   assert twenty <= one < natural and natural > 0.8
   # APGD's floor: the steps on the correctly classified images only; the
   # misclassified ones count as not robust, as they would after any attack.
-  n, _, correct_only = benchmark._floor_loop(serve, x, y, config, 20,
-                                             only_correct=True)()
+  n, _, correct_only = evaluation._floor_loop(serve, x, y, config, 20,
+                                              only_correct=True)()
   assert n == 200 and abs(correct_only - twenty) <= 0.02
 
 
@@ -209,7 +219,7 @@ def test_benchmarked_images_are_in_the_unit_box():
   from official.data import registry
   from tests.core import helpers
   data = registry.load(helpers.tiny_config().data, batch_size=8, seed=0)
-  x, y = benchmark.first_test_images(data, 50)
+  x, y = exports.first_test_images(data, 50)
   assert x.shape == (50, 8, 8, 1) and x.dtype == np.float32
   assert x.min() >= 0.0 and x.max() == 1.0  # digits reach their pixel_max
   assert y.dtype == np.int64 and set(y) <= set(range(10))
