@@ -82,7 +82,8 @@ def train(model, config, workdir, *, overrides=None, allow_config_change=()):
     function (input_shape, num_classes) -> keras.Model (seeded with
     config.seed before it runs, as the library's models are).
   config: a ConfigDict or "FILE.py[:presets]"; its model.* is replaced by
-    `model`. overrides: {"a.b": value}, as --config.a.b=value.
+    `model` (model.head and model.cosine_gamma stay). overrides:
+    {"a.b": value}, as --config.a.b=value.
   workdir: the run directory. Calling again with the same workdir resumes
     (or, when finished, re-evaluates): the newest checkpoint is restored into
     the model, so a model object ends with the trained weights either way. A

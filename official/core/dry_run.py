@@ -29,8 +29,10 @@ CPU (WRN-34-10 configs), it answers "what will this run cost here?":
    the first phase, one in later ones), at
    the start of each phase whose step costs differently
    (`Method.extra_passes_epoch`: LRAT's burn-in; IAAT's `warmup_epochs`).
-   The method's epoch hooks are timed once; eval.select=best_val's PGD-10 of
-   the validation split after every epoch is estimated as the evaluation.
+   The method's epoch hooks are timed once (after a call that traces; on
+   HOOK_PER_CLASS validation images per class, scaled to the split);
+   eval.select=best_val's PGD-10 of the validation split after every epoch
+   is estimated as the evaluation.
 5. Evaluation: per attack of config.eval.attacks, the call evaluate() makes
    per batch (attack + forward, split over the replicas) is timed on one
    batch of test images after a call that traces; an attack too dear to
@@ -252,7 +254,7 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
       run_ = _prepare(config, batch, splits, directory)
       build = time.perf_counter() - build
     training = _time_training(run_, config, batch, full_batch, data,
-                              timed_seconds)
+                              timed_seconds, scaling)
     training["scaling"] = scaling
     if batch < full_batch:  # the per-example cost at the full batch
       ratio = per_example_ratio(scaling, batch // replicas,
@@ -303,8 +305,8 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
   t, e = report["training"], report["evaluation"]
   report["alone_seconds"] = (
       sum(p["seconds"] * p["cpu_share"] for p in t["phases"])
-      + t["epoch_hooks_seconds"] * int(config.epochs)
-      + (e["seconds"] + t["validation_seconds"]) * e["cpu_share"]
+      + (e["seconds"] + t["validation_seconds"]
+         + t["epoch_hooks_seconds"] * int(config.epochs)) * e["cpu_share"]
       + report["startup_seconds"])
   report["elapsed_seconds"] = time.perf_counter() - started
   report["machine"] = {"cpus": os.cpu_count(), "load": list(os.getloadavg()),
@@ -312,7 +314,8 @@ def run(config, step_seconds=STEP_SECONDS, timed_seconds=TIMED_SECONDS,
   return report
 
 
-def _time_training(run_, config, batch, full_batch, data, timed_seconds):
+def _time_training(run_, config, batch, full_batch, data, timed_seconds,
+                   scaling=None):
   """Each phase's step time at the full batch, and the projection."""
   epochs = int(config.epochs)
   steps_per_epoch = data.num_train // full_batch
@@ -335,7 +338,7 @@ def _time_training(run_, config, batch, full_batch, data, timed_seconds):
         "seconds": (end - start) * steps_per_epoch * step,
         # the share of the CPUs the timed steps had (a shared machine)
         "cpu_share": _share(sum(cpu), sum(steps))})
-  hooks = _time_hooks(run_)
+  hooks = _time_hooks(run_, scaling)
   out["epoch_hooks_seconds"] = hooks
   out["seconds"] = sum(p["seconds"] for p in out["phases"]) + hooks * epochs
   return out
@@ -403,13 +406,42 @@ def per_example_ratio(scaling, measured_batch, target_batch):
   return at(min(target_batch, large)) / at(min(measured_batch, large))
 
 
-def _time_hooks(run_):
-  """One on_epoch_begin + on_epoch_end of the method (seconds)."""
+HOOK_PER_CLASS = 4  # validation images per class the epoch hooks are timed on
+
+
+def _time_hooks(run_, scaling=None):
+  """Seconds of the method's on_epoch_begin + on_epoch_end per epoch.
+
+  The faster of the last two epochs, after a call at the one before that
+  traces (a method's burn-in may skip its hooks early on). Hooks that read
+  the validation split (FRL, WAT, CFA: a PGD of it every epoch) see
+  HOOK_PER_CLASS images of each class; their time is scaled to the split,
+  and by the per-example cost at the evaluation batch (`scaling`).
+  """
+  data, scale = run_.data, 1.0
+  ids = np.asarray(getattr(data, "validation_ids", ()))
+  if len(ids):
+    labels = np.asarray(data.splits.y_train)[ids]
+    keep = np.sort(np.concatenate([ids[labels == c][:HOOK_PER_CLASS]
+                                   for c in np.unique(labels)]))
+    if len(keep) < len(ids):
+      scale = len(ids) / len(keep)
+      if scaling is not None:
+        replicas = run_.strategy.num_replicas_in_sync
+        full = min(int(run_.config.data.eval_batch_size), len(ids))
+        scale *= per_example_ratio(scaling, max(len(keep) // replicas, 1),
+                                   max(full // replicas, 1))
+      data = dataclasses.replace(data, validation_ids=keep)
+  run_ = dataclasses.replace(run_, data=data)
   method, context = run_.trainer.method, experiment.epoch_context(run_)
-  start = time.perf_counter()
-  method.on_epoch_begin(0, context)
-  method.on_epoch_end(0, context)
-  return time.perf_counter() - start
+  last = max(int(run_.config.epochs) - 1, 2)
+  times = []
+  for epoch in (last - 2, last - 1, last):
+    start = time.perf_counter()
+    method.on_epoch_begin(epoch, context)
+    method.on_epoch_end(epoch, context)
+    times.append(time.perf_counter() - start)
+  return min(times[1:]) * scale
 
 
 def _steps(spec):
