@@ -316,4 +316,9 @@ def apply_presets(c, arg, method_presets=None):
     c.model.head = "linear"           # linear | cosine (RoBal's)
   if "cosine_gamma" not in c.model:
     c.model.cosine_gamma = 0.03125    # cosine: w_j / (‖w_j‖ + γ)
+  # Your own keras.Model: --config.model.name=custom
+  # --config.model.builder=FILE.py:FUNCTION (official/modeling/custom.py);
+  # empty, it is dropped from the recorded config (experiment.resolve).
+  if "builder" not in c.model:
+    c.model.builder = ""
   return c

@@ -2,6 +2,7 @@ r"""Trains, evaluates and exports an adversarially robust classifier.
 
   python -m official.train --config=configs/lrat.py --workdir=runs/lrat
   python -m official.train --config=configs/at.py:digits --config.epochs=5
+  python -m official.train --config=configs/lrat.py --dry_run   # cost, no run
 
 A workdir holds one run: it is locked while a run uses it, and resuming it
 with another config or other data is refused (official/core/workdir.py).
@@ -39,6 +40,11 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default: runs/<config>-<preset>, plus a "
     "short hash of the --config.* overrides that change the training).")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Build the whole config on synthetic data of the "
+    "dataset's shape, time a few training steps and an evaluation batch per "
+    "attack, print parameters, peak memory, examples/s and the projected wall "
+    "time of the schedule; write nothing (official/core/dry_run.py).")
 _ALLOW = flags.DEFINE_list(
     "allow_config_change", [],
     "Config keys (or `prefix.*`) that may differ from the workdir's "
@@ -79,6 +85,8 @@ def main(argv):
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
   if _CONFIG.value is None:  # before the heavy imports: fail in a second
     _fail("--config is required, e.g. --config=configs/at.py:digits")
+  if _DRY_RUN.value:
+    return dry_run()
   workdir = _WORKDIR.value or default_workdir(
       flags.FLAGS["config"].serialize().partition("=")[2],
       config_overrides(sys.argv))
@@ -101,6 +109,17 @@ def main(argv):
     _fail_if_peer_lost(e, cluster.lost_peer(e, workdir))
   if results is not None:  # None: a non-chief worker (the chief reports)
     print(experiment.summary(run, results), flush=True)
+
+
+def dry_run():
+  """--dry_run: nothing is written, the workdir is not even named."""
+  with console.muted_stderr(_QUIET):
+    from official.core import dry_run as dry_run_lib
+  try:
+    report = dry_run_lib.run(_CONFIG.value)
+  except (ValueError, OSError, KeyError, TypeError) as e:
+    _fail(one_line(e))
+  print(dry_run_lib.format_report(report), flush=True)
 
 
 def one_line(error):

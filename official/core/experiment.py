@@ -14,6 +14,7 @@ from official.core import averaging
 from official.core import callbacks
 from official.core import cluster
 from official.core import export as export_lib
+from official.core import hparams
 from official.core import precision
 from official.core import selection
 from official.core import trainer as trainer_lib
@@ -24,6 +25,7 @@ from official.evaluation import reports
 from official.evaluation import robustness
 from official.evaluation import tail_examples
 from official.evaluation import validation as validation_lib
+from official.modeling import custom
 from official.modeling import objectives
 from official.modeling import registry as model_registry
 from official.reweighting import base as method_base
@@ -160,6 +162,8 @@ def resolve(config):
   if (config.data.imbalance.profile != "none"
       and "groups" not in config.eval.reports):
     config.eval.reports = tuple(config.eval.reports) + ("groups",)
+  # model.name=custom: the builder's absolute path and file hash (identity).
+  config.model = custom.resolve(config.model)
   return config
 
 
@@ -232,6 +236,7 @@ def prepare(config, workdir, allow_changes=()):
       network = build_network(config, data)
       method = method_registry.build_method(config.reweighting, config=config,
                                             data=data)
+      custom.check_features(network, method)  # a custom model without them
       trainer = trainer_lib.AdversarialTrainer(
           network, objective=objective,
           coefficients=objective.coefficients(config.objective),
@@ -282,7 +287,7 @@ def build_network(config, data):
                                       data.num_classes, seed=int(config.seed))
   except ValueError as e:
     h, w = data.image_shape[:2]
-    if min(h, w) >= 32:
+    if min(h, w) >= 32 or config.model.name == custom.NAME:
       raise
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f"images of {h}x{w} pixels are too small for "
@@ -497,6 +502,7 @@ def evaluate(run, selected=None):
     json.dump(results, f, indent=2)
   os.replace(path + ".tmp", path)
   robustness.write_summaries(results, os.path.join(run.workdir, "tb", "eval"))
+  hparams.write_run(run.workdir, results)  # the HParams dashboard's row
   for name in config.eval.attacks:
     r = results[name]
     logging.info("%-8s accuracy %.4f  worst class %.4f", name, r["accuracy"],

@@ -7,12 +7,14 @@ adversarial examples without a second forward pass. Export `logits_model(model)`
 
 A builder is `fn(x, num_classes, **options) -> (logits, features)` on the
 (normalised) input tensor; its keyword options are the keys of `config.model`.
+`model.name=custom` builds your own keras.Model instead (modeling/custom.py:
+`model.builder=FILE.py:FUNCTION`).
 """
 import inspect
 
 import keras
 
-from official.modeling import heads, resnet, small_cnn, wide_resnet
+from official.modeling import custom, heads, resnet, small_cnn, wide_resnet
 
 MODELS = {
     "small_cnn": small_cnn.small_cnn,
@@ -36,12 +38,17 @@ def build_model(model_cfg, input_shape, num_classes, seed=None):
     seeding would.
   """
   name = model_cfg.get("name")
+  if name == custom.NAME:  # your own keras.Model (model.builder)
+    return custom.build(model_cfg, input_shape, num_classes, seed=seed)
   if name not in MODELS:
-    raise ValueError(f"unknown model.name '{name}'; valid: {', '.join(sorted(MODELS))}")
+    raise ValueError(f"unknown model.name '{name}'; valid: "
+                     f"{', '.join(sorted([*MODELS, custom.NAME]))}")
   builder = MODELS[name]
-  # Generic keys (every network): the input normalisation and the head.
+  # Generic keys (every network): the input normalisation and the head; an
+  # empty `builder` is every config's placeholder for model.name=custom.
   generic = ("name", "normalize", "head", "cosine_gamma")
-  options = {k: v for k, v in model_cfg.items() if k not in generic}
+  options = {k: v for k, v in model_cfg.items()
+             if k not in generic and not (k == "builder" and not v)}
   # Check options against the builder's signature (what a TypeError from the call
   # would tell) before any layer is built, and say it in one line.
   valid = list(inspect.signature(builder).parameters)[2:]  # After (x, num_classes).
