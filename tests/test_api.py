@@ -118,3 +118,31 @@ def test_a_builder_function_with_a_reweighting_method(tmp_path):
   assert config["model"]["builder"].startswith("python:")
   assert config["model"]["builder"].endswith(".builder")
   assert 0.0 <= results["pgd20"]["accuracy"] <= results["natural"]["accuracy"]
+
+
+def test_a_collapsed_network_is_flagged_in_eval_done_and_the_table(tmp_path):
+  """A network that predicts one class everywhere scores that class's share
+  under every attack: eval.json's collapse check fails, done.json and the
+  protocol table say so (and a learning network's check passes)."""
+  from tools import protocol
+  stuck = keras.Sequential([
+      keras.Input((8, 8, 1)), keras.layers.Flatten(),
+      keras.layers.Dense(10, kernel_initializer="zeros",
+                         bias_initializer=keras.initializers.Constant(
+                             [100.0] + [0.0] * 9))])
+  # Zero learning rate: it stays as built (weight decay alone moves nothing
+  # that matters here).
+  results = _train(stuck, tmp_path / "at-s0", 1, **{"optimizer.learning_rate": 0.0})
+  check = results["checks"]["collapse"]
+  assert not check["ok"] and check["value"] == 1.0
+  assert "predicts class 0 for 100%" in check["message"]
+  done = workdir_lib.read_json(str(tmp_path / "at-s0" / "done.json"))
+  assert done["warnings"] == [check["message"]]
+  # Every image called class 0: class 0 all right, every other all wrong,
+  # the accuracy class 0's share of the 100 test images (~10%).
+  assert results["natural"]["per_class"] == [1.0] + [0.0] * 9
+  assert 0.0 < results["natural"]["accuracy"] < 0.2
+  learning = _train(_sequential(), tmp_path / "at-s1", 2)
+  assert learning["checks"]["collapse"]["ok"]
+  text = protocol.table(["at"], ["0", "1"], str(tmp_path), ["natural"])
+  assert "| at (2 seeds; collapsed: seed 0) |" in text

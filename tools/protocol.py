@@ -174,6 +174,27 @@ def load_reports(entry, seed, root, reports):
   return found
 
 
+def collapsed(entry, seeds, root, reports=()):
+  """The finished seeds whose eval.json or report files carry a failed
+  `collapse` check (official/evaluation/checks.py: one class predicted for
+  most images): their robust accuracies are a class share, not robustness."""
+  found = []
+  for seed, results in load_results(entry, seeds, root).items():
+    for source in [results, *load_reports(entry, seed, root, reports)]:
+      check = (source.get("checks") or {}).get("collapse")
+      if check is not None and not check.get("ok", True):
+        found.append(seed)
+        break
+  return found
+
+
+def row_label(entry, n, seeds, root, reports=()):
+  """`entry (n seeds)`, naming the collapsed runs among them."""
+  bad = collapsed(entry, seeds, root, reports)
+  note = f"; collapsed: seed {', '.join(bad)}" if bad else ""
+  return f"{entry} ({seeds_label(n)}{note})"
+
+
 def table(entries, seeds, root, columns, reports=()):
   """Markdown table of `columns` (mean ± std over the finished seeds); each
   run's `reports` files are searched after its eval.json."""
@@ -183,7 +204,8 @@ def table(entries, seeds, root, columns, reports=()):
     runs = run_values(entry, seeds, root, columns, reports)
     # A column a run did not evaluate is left out (all missing: "–").
     cells = [mean_std([v[c] for v in runs.values() if c in v]) for c in columns]
-    lines.append(f"| {entry} ({seeds_label(len(runs))}) | " + " | ".join(cells) + " |")
+    lines.append(f"| {row_label(entry, len(runs), seeds, root, reports)} | "
+                 + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -215,7 +237,7 @@ def paired_table(entries, baseline, seeds, root, baseline_root, columns,
     common = sorted(set(runs) & set(base))
     cells = [mean_std([runs[s][c] - base[s][c] for s in common
                        if c in runs[s] and c in base[s]]) for c in columns]
-    lines.append(f"| {entry} ({seeds_label(len(common))}) | "
+    lines.append(f"| {row_label(entry, len(common), common, root, reports)} | "
                  + " | ".join(cells) + " |")
   return "\n".join(lines)
 

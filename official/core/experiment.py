@@ -20,6 +20,7 @@ from official.core import selection
 from official.core import trainer as trainer_lib
 from official.core import workdir as workdir_lib
 from official.data import registry as data_registry
+from official.evaluation import checks as eval_checks
 from official.evaluation import margins as margins_lib
 from official.evaluation import reports
 from official.evaluation import robustness
@@ -395,6 +396,8 @@ def train_and_evaluate(run):
         "epochs": epochs,
         "accuracy": {name: results[name]["accuracy"]
                      for name in config.eval.attacks if name in results},
+        "warnings": [found["message"] for found in results["checks"].values()
+                     if not found["ok"]],
         "artifacts": artifacts(workdir)})
   finally:
     workdir_lib.release(workdir)
@@ -450,6 +453,9 @@ def summary(run, results):
       r = results[name]
       lines.append(f"  {name:<8} accuracy {r['accuracy']:.4f}  worst class "
                    f"{r['worst_class']:.4f}")
+  for found in results.get("checks", {}).values():
+    if not found["ok"]:
+      lines.append(f"  warning: {found['message']}")
   for what, path in artifacts(run.workdir).items():
     shown = ", ".join(path) if isinstance(path, list) else path
     lines.append(f"  {what + ':':<12} {shown}")
@@ -492,6 +498,15 @@ def evaluate(run, selected=None):
       jit_compile=use_xla(config.xla),
       training_attacks=(run.trainer.train_attack,
                         *run.trainer.method.extra_attacks))))
+  # A network that predicts one class everywhere (never learned, or
+  # collapsed) scores that class's share under every attack: say so loudly,
+  # in eval.json and done.json (tools.protocol marks such runs).
+  first = next(iter(run.data.test()))
+  results["checks"] = {"collapse": eval_checks.collapse(
+      logits_fn, first["image"], first["label"])}
+  for name, found in results["checks"].items():
+    if not found["ok"]:
+      say(f"warning: {found['message']}")
   # Which weights these are (last, or an average: core/averaging.py).
   results["weights"] = getattr(run, "weights", None) or {
       "averaging": "none", "evaluated": "last"}

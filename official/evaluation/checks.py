@@ -15,6 +15,10 @@ return {"ok": bool, "value": number, "message": str} for the report:
   square          the black-box Square breaks points the white-box attacks
                   left robust: the white-box attacks were not working.
   epsilon         robust accuracy rises with a larger epsilon (several radii).
+  collapse        the model predicts one class for most images, far beyond
+                  that class's share of the labels: a network that never
+                  learned (or collapsed); its "robust accuracy" is that
+                  class's share, not robustness. (Not in the reference.)
 
 Differences from the reference: the gradient check flags a fraction of points
 above `max_fraction` (the reference warns on any single point: one saturated
@@ -165,10 +169,34 @@ def epsilon(epsilons, accuracy, alpha=0.002, name="robust accuracy"):
   return _result(ok, rise, message)
 
 
+def collapse(logits_fn, images, labels, max_share=0.9, min_excess=0.5):
+  """Flags one class taking at least `max_share` of the predictions on
+  `images` and at least `min_excess` more than its share of `labels`.
+
+  The second condition keeps a test set that really is mostly one class
+  (and a model right about it) from firing.
+  """
+  logits = np.asarray(logits_fn(tf.convert_to_tensor(images, tf.float32)))
+  predicted = logits.argmax(-1)
+  labels = np.asarray(labels).reshape(-1)
+  counts = np.bincount(predicted, minlength=logits.shape[-1])
+  top = int(counts.argmax())
+  share = float(counts[top] / len(predicted))
+  label_share = float((labels == top).mean())
+  ok = not (share >= max_share and share - label_share >= min_excess)
+  message = (f"the model predicts class {top} for {share:.0%} of the images "
+             f"(its share of the labels: {label_share:.0%}): a collapsed "
+             "network; its robust accuracies are that class's share, not "
+             "robustness" if not ok else
+             f"predictions are not collapsed (largest class share {share:.0%})")
+  return _result(ok, share, message)
+
+
 def model_checks(logits_fn, images, labels, max_fraction=0.01):
   """The checks that need the model: {name: result} on one batch."""
   return {
       "probabilities": probabilities(logits_fn, images),
       "deterministic": deterministic(logits_fn, images),
       "gradients": gradients(logits_fn, images, labels, max_fraction),
+      "collapse": collapse(logits_fn, images, labels),
   }

@@ -37,10 +37,30 @@ def test_quiet_on_a_normal_model(batch):
   model = _linear()
   found = checks.model_checks(lambda x: model(x, training=False), *batch)
   assert {k: v["ok"] for k, v in found.items()} == {
-      "probabilities": True, "deterministic": True, "gradients": True}
+      "probabilities": True, "deterministic": True, "gradients": True,
+      "collapse": True}
   assert found["deterministic"]["value"] == 0.0
   assert found["gradients"]["value"] == 0.0
   assert set(found["gradients"]) == {"ok", "value", "message"}
+
+
+def test_one_class_everywhere_is_flagged_unless_the_labels_are_so():
+  labels = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+  # Logits by hand: class 2 wins on 9 of 10 rows, class 1 on one.
+  logits = np.zeros((10, 4), np.float32)
+  logits[:, 2] = 1.0
+  logits[4, 1] = 2.0
+  found = checks.collapse(lambda x: x, logits, labels)
+  assert not found["ok"] and found["value"] == pytest.approx(0.9)
+  assert "predicts class 2 for 90%" in found["message"]
+  assert "share of the labels: 20%" in found["message"]
+  # 80% one class: below the 90% threshold.
+  logits[5, 1] = 2.0
+  assert checks.collapse(lambda x: x, logits, labels)["ok"]
+  # A test set that is 90% class 2, predicted so: not a collapse.
+  skewed = np.array([2] * 9 + [1])
+  logits[5, 1] = 0.0
+  assert checks.collapse(lambda x: x, logits, skewed)["ok"]
 
 
 def test_softmax_outputs_are_flagged(batch):

@@ -155,7 +155,7 @@ def test_cli_on_a_keras_model_and_an_npz(keras_export, tmp_path):
   assert sweep["accuracy"]["pgd20"][0] == report["pgd20"]["accuracy"]
   assert sweep["accuracy"]["pgd20"][1] <= sweep["accuracy"]["pgd20"][0]
   assert set(report["checks"]) == {"probabilities", "deterministic",
-                                   "gradients", "square", "epsilon"}
+                                   "gradients", "collapse", "square", "epsilon"}
   assert all(c["ok"] for c in report["checks"].values()), report["checks"]
   assert "warning:" not in proc.stdout
   # The progress bar's running robust accuracy ends at the result, per radius.
