@@ -169,26 +169,44 @@ def epsilon(epsilons, accuracy, alpha=0.002, name="robust accuracy"):
   return _result(ok, rise, message)
 
 
-def collapse(logits_fn, images, labels, max_share=0.9, min_excess=0.5):
-  """Flags one class taking at least `max_share` of the predictions on
-  `images` and at least `min_excess` more than its share of `labels`.
+def _effective_classes(classes, num_classes):
+  """exp(entropy) of the class distribution: K when uniform over K, 1 for one."""
+  p = np.bincount(classes, minlength=num_classes) / len(classes)
+  p = p[p > 0]
+  return float(np.exp(-(p * np.log(p)).sum()))
 
-  The second condition keeps a test set that really is mostly one class
-  (and a model right about it) from firing.
+
+def collapse(logits_fn, images, labels, max_share=0.9, min_excess=0.5,
+             min_ratio=0.3):
+  """Flags predictions concentrated on one or a few classes the labels are not:
+
+  one class takes at least `max_share` of the predictions and at least
+  `min_excess` more than its share of the labels, or the predictions'
+  effective number of classes (exp of their entropy) is below `min_ratio`
+  times the labels'. The label terms keep a test set that really is mostly
+  one class (and a model right about it) from firing; a long-tailed model
+  that rarely predicts its tail classes keeps more than half the effective
+  classes of a balanced test set.
   """
   logits = np.asarray(logits_fn(tf.convert_to_tensor(images, tf.float32)))
+  num_classes = logits.shape[-1]
   predicted = logits.argmax(-1)
   labels = np.asarray(labels).reshape(-1)
-  counts = np.bincount(predicted, minlength=logits.shape[-1])
+  counts = np.bincount(predicted, minlength=num_classes)
   top = int(counts.argmax())
   share = float(counts[top] / len(predicted))
   label_share = float((labels == top).mean())
-  ok = not (share >= max_share and share - label_share >= min_excess)
+  effective = _effective_classes(predicted, num_classes)
+  label_effective = _effective_classes(labels, num_classes)
+  ok = not ((share >= max_share and share - label_share >= min_excess)
+            or effective < min_ratio * label_effective)
   message = (f"the model predicts class {top} for {share:.0%} of the images "
-             f"(its share of the labels: {label_share:.0%}): a collapsed "
-             "network; its robust accuracies are that class's share, not "
-             "robustness" if not ok else
-             f"predictions are not collapsed (largest class share {share:.0%})")
+             f"(its share of the labels: {label_share:.0%}; effective classes "
+             f"predicted {effective:.1f} of the labels' {label_effective:.1f}): "
+             "a collapsed network; its robust accuracies are those classes' "
+             "share, not robustness" if not ok else
+             f"predictions are not collapsed (largest class share {share:.0%}, "
+             f"effective classes {effective:.1f} of {label_effective:.1f})")
   return _result(ok, share, message)
 
 

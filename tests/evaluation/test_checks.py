@@ -54,9 +54,22 @@ def test_one_class_everywhere_is_flagged_unless_the_labels_are_so():
   assert not found["ok"] and found["value"] == pytest.approx(0.9)
   assert "predicts class 2 for 90%" in found["message"]
   assert "share of the labels: 20%" in found["message"]
-  # 80% one class: below the 90% threshold.
+  # 80% one class, 20% another: below the 90% share, and the predictions'
+  # effective classes exp(-(0.8 ln 0.8 + 0.2 ln 0.2)) = 1.65 are above
+  # 0.3 x the labels' (shares 0.3, 0.3, 0.2, 0.2: 3.89) = 1.17: not flagged.
   logits[5, 1] = 2.0
-  assert checks.collapse(lambda x: x, logits, labels)["ok"]
+  found = checks.collapse(lambda x: x, logits, labels)
+  assert found["ok"], found
+  assert "effective classes 1.6 of 3.9" in found["message"]
+  # A 10-class model that predicts classes 0 and 1 only (89% / 11%) on a
+  # balanced test set: 1.4 effective classes of 10, a collapse.
+  ten = np.repeat(np.arange(10), 10)
+  two = np.zeros((100, 10), np.float32)
+  two[:, 0] = 1.0
+  two[89:, 1] = 2.0
+  found = checks.collapse(lambda x: x, two, ten)
+  assert not found["ok"] and found["value"] == pytest.approx(0.89)
+  assert "effective classes predicted 1.4 of the labels' 10.0" in found["message"]
   # A test set that is 90% class 2, predicted so: not a collapse.
   skewed = np.array([2] * 9 + [1])
   logits[5, 1] = 0.0
