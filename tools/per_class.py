@@ -102,8 +102,9 @@ def plot(collected, path, labels, title=""):
     ax.set_xlabel("class")
     ax.set_ylabel(f"{attack} accuracy (%)")
     ax.set_ylim(0, 100)
-    if i == 0:
-      ax.legend(fontsize=7, ncol=min(len(by_entry), 5))
+    if i == 0:  # above the panel, clear of the bars
+      ax.legend(fontsize=7, ncol=min(len(by_entry), 8), loc="lower center",
+                bbox_to_anchor=(0.5, 1.0), frameon=False)
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
