@@ -31,8 +31,6 @@ if _REPO not in sys.path:
 from official.evaluation import margins as margins_lib  # noqa: E402
 from tools import protocol  # noqa: E402  (its flags: --root, --methods, ...)
 
-_OUTPUT = flags.DEFINE_string("output", "", "Prefix of OUTPUT.md / OUTPUT.png "
-                              "('' = ROOT/margins).")
 _EVALUATE_MISSING = flags.DEFINE_bool(
     "evaluate_missing", False, "Run tools.evaluate (natural, pgd20) on the "
     "exports of finished runs without margins.npz first.")
@@ -115,18 +113,12 @@ def plot(pooled, path, title=""):
     ax.set_yticks([])
     if i == 0:
       ax.legend(fontsize=7)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  protocol.save_figure(fig, path, title)
 
 
 def main(argv):
   del argv
-  root = protocol._ROOT.value  # pylint: disable=protected-access
-  entries = protocol._METHODS.value  # pylint: disable=protected-access
-  seeds = protocol._SEEDS.value  # pylint: disable=protected-access
-  preset = protocol._PRESET.value  # pylint: disable=protected-access
+  root, entries, seeds, preset, _ = protocol.selected_runs()
   if _EVALUATE_MISSING.value:
     for run in collect(entries, seeds, root)[1]:
       entry = next(e for e in entries
@@ -142,14 +134,10 @@ def main(argv):
   if not pooled:
     raise SystemExit(f"error: no finished runs of {', '.join(entries)} "
                      f"under {root}")
-  prefix = _OUTPUT.value or os.path.join(root, "margins")
-  text = stats_table(pooled)
-  with open(prefix + ".md", "w") as f:
-    f.write(text + "\n")
-  plot(pooled, prefix + ".png", title=f"{os.path.basename(os.path.normpath(root))}: "
-       "logit margins, natural vs PGD-20 (beyond the axis: piled at its ends)")
-  print(text)
-  print(f"wrote {prefix}.md and {prefix}.png")
+  protocol.write_reading(
+      "margins", stats_table(pooled),
+      lambda path, title: plot(pooled, path, title),
+      "logit margins, natural vs PGD-20 (beyond the axis: piled at its ends)")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,10 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from tools import protocol  # its flags: --root, --methods, --seeds, --preset, --reports
+from tools import protocol  # its flags: --root, --methods, --seeds, --reports, --output
 
 _ATTACKS = flags.DEFINE_list("attacks", ["pgd20", "autoattack-fast"],
                              "Attacks whose per_class accuracies are drawn.")
-_OUTPUT = flags.DEFINE_string("output", "", "Prefix of OUTPUT.md / OUTPUT.png "
-                              "('' = ROOT/per_class).")
 _LABELS = flags.DEFINE_list("labels", [], "ENTRY=LABEL names for the legend "
                             "and table (default: the entry).")
 
@@ -105,18 +103,12 @@ def plot(collected, path, labels, title=""):
     if i == 0:  # above the panel, clear of the bars
       ax.legend(fontsize=7, ncol=min(len(by_entry), 8), loc="lower center",
                 bbox_to_anchor=(0.5, 1.0), frameon=False)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  protocol.save_figure(fig, path, title)
 
 
 def main(argv):
   del argv
-  root = protocol._ROOT.value  # pylint: disable=protected-access
-  entries = protocol._METHODS.value  # pylint: disable=protected-access
-  seeds = protocol._SEEDS.value  # pylint: disable=protected-access
-  reports = protocol._REPORTS.value  # pylint: disable=protected-access
+  root, entries, seeds, _, reports = protocol.selected_runs()
   labels = {}
   for item in _LABELS.value:
     entry, sep, label = item.partition("=")
@@ -129,15 +121,10 @@ def main(argv):
     raise SystemExit(f"error: no finished run of {', '.join(entries)} under "
                      f"{root} reports per-class accuracies of "
                      f"{', '.join(_ATTACKS.value)}")
-  prefix = _OUTPUT.value or os.path.join(root, "per_class")
-  text = table(collected, labels)
-  with open(prefix + ".md", "w") as f:
-    f.write(text + "\n")
-  plot(collected, prefix + ".png", labels,
-       title=f"{os.path.basename(os.path.normpath(root))}: per-class robust "
-       "accuracy, mean ± std over seeds")
-  print(text)
-  print(f"wrote {prefix}.md and {prefix}.png")
+  protocol.write_reading(
+      "per_class", table(collected, labels),
+      lambda path, title: plot(collected, path, labels, title),
+      "per-class robust accuracy, mean ± std over seeds")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,38 @@ _COLUMNS = flags.DEFINE_list(
     "two of those per run (e.g. cw-pgd20).")
 
 
+# Shared by the tools that read a protocol's runs (tools.margins, tools.per_class).
+_OUTPUT = flags.DEFINE_string(
+    "output", "", "Reading tools (tools.margins, tools.per_class): prefix of "
+    "OUTPUT.md / OUTPUT.png ('' = ROOT/margins, ROOT/per_class).")
+
+
+def selected_runs():
+  """(root, entries, seeds, preset, reports) from this module's flags: the
+  runs a reading tool (tools.margins, tools.per_class) works on."""
+  return (_ROOT.value, list(_METHODS.value), list(_SEEDS.value), _PRESET.value,
+          list(_REPORTS.value))
+
+
+def save_figure(fig, path, title=""):
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
+def write_reading(tool, text, draw, title):
+  """A reading tool's outputs: OUTPUT.md holds `text`, `draw(png_path,
+  title)` the figure; both named on stdout with the text."""
+  root = _ROOT.value
+  prefix = _OUTPUT.value or os.path.join(root, tool)
+  with open(prefix + ".md", "w") as f:
+    f.write(text + "\n")
+  draw(prefix + ".png", f"{os.path.basename(os.path.normpath(root))}: {title}")
+  print(text)
+  print(f"wrote {prefix}.md and {prefix}.png")
+
+
 def run_name(entry):
   return entry.replace(":", "-").replace(",", "-")
 
