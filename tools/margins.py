@@ -137,8 +137,10 @@ def main(argv):
   protocol.write_reading(
       "margins", stats_table(pooled),
       lambda path, title: plot(pooled, path, title),
-      "logit margins, natural vs PGD-20 (beyond the axis: piled at its ends)")
+      "logit margins, natural vs PGD-20 (beyond the axis: piled at its ends)",
+      output=flags.FLAGS.output)
 
 
 if __name__ == "__main__":
+  protocol.define_output_flag("margins")
   app.run(main)

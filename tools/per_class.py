@@ -21,7 +21,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from tools import protocol  # its flags: --root, --methods, --seeds, --reports, --output
+from tools import protocol  # its flags: --root, --methods, --seeds, --reports
 
 _ATTACKS = flags.DEFINE_list("attacks", ["pgd20", "autoattack-fast"],
                              "Attacks whose per_class accuracies are drawn.")
@@ -124,8 +124,10 @@ def main(argv):
   protocol.write_reading(
       "per_class", table(collected, labels),
       lambda path, title: plot(collected, path, labels, title),
-      "per-class robust accuracy, mean ± std over seeds")
+      "per-class robust accuracy, mean ± std over seeds",
+      output=flags.FLAGS.output)
 
 
 if __name__ == "__main__":
+  protocol.define_output_flag("per_class")
   app.run(main)

@@ -73,12 +73,6 @@ _COLUMNS = flags.DEFINE_list(
     "two of those per run (e.g. cw-pgd20).")
 
 
-# Shared by the tools that read a protocol's runs (tools.margins, tools.per_class).
-_OUTPUT = flags.DEFINE_string(
-    "output", "", "Reading tools (tools.margins, tools.per_class): prefix of "
-    "OUTPUT.md / OUTPUT.png ('' = ROOT/margins, ROOT/per_class).")
-
-
 def selected_runs():
   """(root, entries, seeds, preset, reports) from this module's flags: the
   runs a reading tool (tools.margins, tools.per_class) works on."""
@@ -93,11 +87,20 @@ def save_figure(fig, path, title=""):
   fig.savefig(path, dpi=100)
 
 
-def write_reading(tool, text, draw, title):
+def define_output_flag(tool):
+  """--output of a reading tool, defined only when it runs as a program
+  (tools.export and tools.diagnostics define their own --output, and a test
+  process imports them all)."""
+  flags.DEFINE_string("output", "", "Prefix of OUTPUT.md / OUTPUT.png "
+                      f"('' = ROOT/{tool}).")
+
+
+def write_reading(tool, text, draw, title, output=""):
   """A reading tool's outputs: OUTPUT.md holds `text`, `draw(png_path,
-  title)` the figure; both named on stdout with the text."""
+  title)` the figure (OUTPUT: `output`, or ROOT/<tool>); both named on
+  stdout with the text."""
   root = _ROOT.value
-  prefix = _OUTPUT.value or os.path.join(root, tool)
+  prefix = output or os.path.join(root, tool)
   with open(prefix + ".md", "w") as f:
     f.write(text + "\n")
   draw(prefix + ".png", f"{os.path.basename(os.path.normpath(root))}: {title}")
