@@ -31,6 +31,7 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 from official.common import console  # noqa: E402
+from official.core import workdir as workdir_lib  # noqa: E402
 
 _ROOT = flags.DEFINE_string("root", None, "Directory holding run directories "
                             "(searched recursively), e.g. runs/protocol_hard.")
@@ -52,16 +53,6 @@ def find_runs(root):
   return sorted(runs)
 
 
-def finished(workdir):
-  """done.json; or, before done.json existed, eval.json + export, no lock."""
-  def has(name):
-    return os.path.exists(os.path.join(workdir, name))
-  if has("done.json"):
-    return True
-  return (not has(".lock") and has("eval.json")
-          and has(os.path.join("export", "saved_model.pb")))
-
-
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -69,7 +60,7 @@ def main(argv):
   if not root or not os.path.isdir(root):
     _fail(f"--root={root} is not a directory")
   runs = find_runs(root)
-  done = [r for r in runs if finished(r)]
+  done = [r for r in runs if workdir_lib.is_finished(r)]
   if not done:
     _fail(f"no finished run (a directory with config.json and done.json) "
           f"under --root={root}")

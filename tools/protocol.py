@@ -44,6 +44,10 @@ from absl import app
 from absl import flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+from official.core import workdir as workdir_lib  # noqa: E402  (no TensorFlow)
 
 _METHODS = flags.DEFINE_list("methods", ["at"], "config[:presets] entries.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
@@ -121,20 +125,8 @@ def command(entry, seed, workdir):
           *[f"--config.{o}" for o in _OVERRIDES.value]]
 
 
-def finished(workdir):
-  """A run is finished once its done.json exists: official.train writes it
-  last, after the export and eval.json (an eval.json alone may be left by a
-  run killed before its export).
-
-  Runs of the code before done.json have no DIR/.lock (the workdir lock came
-  with it); that code wrote eval.json, then the export: both mean finished.
-  """
-  def has(name):
-    return os.path.exists(os.path.join(workdir, name))
-  if has("done.json"):
-    return True
-  return (not has(".lock") and has("eval.json")
-          and has(os.path.join("export", "saved_model.pb")))
+# Which runs count as finished (and are skipped): official/core/workdir.py.
+finished = workdir_lib.is_finished
 
 
 def _value(results, column):
@@ -209,23 +201,27 @@ def load_reports(entry, seed, root, reports):
   return found
 
 
-def collapsed(entry, seeds, root, reports=()):
-  """The finished seeds whose eval.json or report files carry a failed
-  `collapse` check (official/evaluation/checks.py: one class predicted for
-  most images): their robust accuracies are a class share, not robustness."""
-  found = []
-  for seed, results in load_results(entry, seeds, root).items():
-    for source in [results, *load_reports(entry, seed, root, reports)]:
-      check = (source.get("checks") or {}).get("collapse")
-      if check is not None and not check.get("ok", True):
-        found.append(seed)
-        break
-  return found
+def run_sources(entry, seeds, root, reports=()):
+  """{seed: [eval.json, *report files]} of the finished runs of `entry`,
+  each file read once."""
+  return {seed: [results, *load_reports(entry, seed, root, reports)]
+          for seed, results in load_results(entry, seeds, root).items()}
 
 
-def row_label(entry, n, seeds, root, reports=()):
-  """`entry (n seeds)`, naming the collapsed runs among them."""
-  bad = collapsed(entry, seeds, root, reports)
+def collapsed(sources):
+  """The seeds of `sources` (run_sources) whose eval.json or report files
+  carry a failed `collapse` check (official/evaluation/checks.py: one class
+  predicted for most images): their robust accuracies are a class share,
+  not robustness."""
+  def failed(source):
+    check = (source.get("checks") or {}).get("collapse")
+    return check is not None and not check.get("ok", True)
+  return [seed for seed, files in sources.items() if any(map(failed, files))]
+
+
+def row_label(entry, n, sources):
+  """`entry (n seeds)`, naming the collapsed runs among `sources`."""
+  bad = collapsed(sources)
   note = f"; collapsed: seed {', '.join(bad)}" if bad else ""
   return f"{entry} ({seeds_label(n)}{note})"
 
@@ -236,26 +232,31 @@ def table(entries, seeds, root, columns, reports=()):
   header = "| method | " + " | ".join(columns) + " |"
   lines = [header, "|" + "---|" * (len(columns) + 1)]
   for entry in entries:
-    runs = run_values(entry, seeds, root, columns, reports)
+    sources = run_sources(entry, seeds, root, reports)
+    runs = values_of(sources, columns)
     # A column a run did not evaluate is left out (all missing: "–").
     cells = [mean_std([v[c] for v in runs.values() if c in v]) for c in columns]
-    lines.append(f"| {row_label(entry, len(runs), seeds, root, reports)} | "
+    lines.append(f"| {row_label(entry, len(runs), sources)} | "
                  + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
-def run_values(entry, seeds, root, columns, reports=()):
-  """{seed: {column: value in %}} of the finished runs of `entry`."""
+def values_of(sources, columns):
+  """{seed: {column: value in %}} from run_sources' files."""
   values = {}
-  for seed, results in load_results(entry, seeds, root).items():
-    sources = [results, *load_reports(entry, seed, root, reports)]
+  for seed, files in sources.items():
     values[seed] = {}
     for c in columns:
       try:
-        values[seed][c] = 100 * lookup(sources, c)
+        values[seed][c] = 100 * lookup(files, c)
       except KeyError:  # not evaluated in this run
         pass
   return values
+
+
+def run_values(entry, seeds, root, columns, reports=()):
+  """{seed: {column: value in %}} of the finished runs of `entry`."""
+  return values_of(run_sources(entry, seeds, root, reports), columns)
 
 
 def paired_table(entries, baseline, seeds, root, baseline_root, columns,
@@ -268,11 +269,12 @@ def paired_table(entries, baseline, seeds, root, baseline_root, columns,
   for entry in entries:
     if entry == baseline and root == baseline_root:
       continue
-    runs = run_values(entry, seeds, root, columns, reports)
+    sources = run_sources(entry, seeds, root, reports)
+    runs = values_of(sources, columns)
     common = sorted(set(runs) & set(base))
     cells = [mean_std([runs[s][c] - base[s][c] for s in common
                        if c in runs[s] and c in base[s]]) for c in columns]
-    lines.append(f"| {row_label(entry, len(common), common, root, reports)} | "
+    lines.append(f"| {row_label(entry, len(common), {k: sources[k] for k in common})} | "
                  + " | ".join(cells) + " |")
   return "\n".join(lines)
 

@@ -211,6 +211,22 @@ def is_done(workdir):
   return os.path.exists(os.path.join(workdir, DONE))
 
 
+def is_finished(workdir):
+  """A run is finished once its done.json exists: official.train writes it
+  last, after the export and eval.json (an eval.json alone may be left by a
+  run killed before its export).
+
+  Runs of the code before done.json have no DIR/.lock (the workdir lock came
+  with it); that code wrote eval.json, then the export: both mean finished.
+  """
+  def has(name):
+    return os.path.exists(os.path.join(workdir, name))
+  if is_done(workdir):
+    return True
+  return (not has(".lock") and has("eval.json")
+          and has(os.path.join("export", "saved_model.pb")))
+
+
 def unmark_done(workdir):
   if is_done(workdir):
     os.remove(os.path.join(workdir, DONE))
