@@ -242,7 +242,7 @@ def long_tailed(c, ratio=100.0, n_max=0):
 
 def mnist10k_lt(c):
   """mnist10k's long-tailed version: n_max 600 (every class of the 8,000
-  training images has more), ρ = 100: 1,489 images. SRAT's arms
+  training images has more), ρ = 100: 1,485 images. SRAT's arms
   (configs/srat.py) and every other method on the same data and schedule."""
   mnist10k(c)
   long_tailed(c, 100.0, 600)
@@ -251,7 +251,7 @@ def mnist10k_lt(c):
 def mnist10k_hard_lt(c):
   """The long-tailed version of the capacity-limited mnist10k_hard.
 
-  Its training split has 1,489 of the 8,000 images (11 steps of 128 an epoch,
+  Its training split has 1,485 of the 8,000 images (11 steps of 128 an epoch,
   not 62): with mnist10k_hard's 10 epochs the narrow network barely leaves
   its start (AT: 23% natural accuracy, measured). 50 epochs and a 25-epoch
   warm-up keep mnist10k_hard's number of steps (~600) and warm-up (~300).
